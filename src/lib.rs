@@ -5,8 +5,16 @@
 //! - [`chat`]: the flack v1 websocket protocol (records, sessions, fan-out).
 //! - [`node`]: the Erlang node runtime (pids, processes, distribution).
 //! - [`cluster`]: the global registry that gproc_dist replicates, and the
-//!   gen_leader election that decides who serves it.
+//!   chat operations on it.
 //! - [`http`]: the HTTP front: websocket upgrade, static files, health, metrics.
-//! - [`config`]: command line, `vm.args` and `sys.config`.
+//! - [`config`]: command line, Erlang-style arguments, settings.
+//!
+//! [`app`] wires them into a running node; [`metrics`] counts what happens.
 
+pub mod app;
+pub mod chat;
+pub mod cluster;
+pub mod config;
+pub mod http;
+pub mod metrics;
 pub mod node;
