@@ -4,6 +4,8 @@
 //! - [`registry`]: the flack subset of gproc's global table, pure.
 //! - [`directory`]: register/join/post/leave with fan-out, on this node as
 //!   the leader of a cluster of one.
+//! - [`election`]: the gen_leader election, pure.
 
 pub mod directory;
+pub mod election;
 pub mod registry;
