@@ -272,15 +272,14 @@ function onAuthenticated(state, rec) {
 
 function onChatState(state, rec) {
   const room = isStr(rec.chat_name) ? state.rooms.get(rec.chat_name) : undefined;
-  if (!room) return { type: 'ignored' };
+  if (!room || !Array.isArray(rec.users)) return { type: 'ignored' };
   const rejoin = room.everJoined;
   room.status = 'joined';
   room.everJoined = true;
   room.segment += 1;
   room.maxSeq = null;
   room.members = new Map();
-  const users = Array.isArray(rec.users) ? rec.users : [];
-  for (const u of users) {
+  for (const u of rec.users) {
     if (!u || !isStr(u.user_id) || u.user_id === '') continue;
     if (isStr(u.user_name)) state.users.set(u.user_id, u.user_name);
     room.members.set(u.user_id, (room.members.get(u.user_id) || 0) + 1);
