@@ -60,6 +60,9 @@ const ui = new UI({
     S.login(state, v.name);
     save();
     startConnection();
+    // On a phone the room list is a drawer: open it, since joining a room
+    // is the next thing to do.
+    if (ui.isNarrow() && state.rooms.size === 0) view.sidebarOpen = true;
     render();
     ui.focusJoin();
   },

@@ -534,6 +534,10 @@ const PROTOCOL_ERRORS = {
   'CHAT_PROTOCOL-006': 'You are already in that room.',
   'CHAT_PROTOCOL-007': 'You can only send messages to rooms you have joined.',
   'CHAT_PROTOCOL-008': 'You can only leave rooms you have joined.',
+  // Stricter checks of the Rust nodes; their reason names the field.
+  'FLACK-002': 'A name cannot be empty.',
+  'FLACK-003': 'The server only accepts plain-text messages.',
+  'FLACK-004': 'That message is too long for the server.',
 };
 
 export function describeProtocolError(code, reason) {
@@ -564,6 +568,8 @@ export function describeClose(code, reason) {
       return `The server is restarting${why}.`;
     case 1013:
       return `The server is busy; it asked to try again later${why}.`;
+    case 4008:
+      return 'This browser fell behind the conversation, so the server disconnected it.';
     default:
       return `The server closed the connection (code ${code})${why}.`;
   }
