@@ -185,6 +185,45 @@ describe('resilience', { timeout: 6 * WAIT_MS }, () => {
     });
   });
 
+  test('records that arrive out of order are shown in sequence order', async () => {
+    node = await FlackNode.start();
+    const room = uniqueRoom('shuffle');
+    // This proxy holds back Bob's chat_message "first" until "second" has
+    // been delivered, as a distributed deployment might.
+    let held = null;
+    const delivered = [];
+    const bob = await person('Bob', {
+      beforeOpen: (context) => context.routeWebSocket(/\/chat-server$/, (ws) => {
+        const server = ws.connectToServer();
+        ws.onMessage((m) => server.send(m));
+        server.onMessage((m) => {
+          const rec = JSON.parse(m);
+          if (rec.record === 'chat_message' && rec.message === 'first') {
+            held = m;
+            return;
+          }
+          ws.send(m);
+          if (rec.record === 'chat_message') delivered.push(rec.message);
+          if (rec.record === 'chat_message' && rec.message === 'second') {
+            ws.send(held);
+            delivered.push('first');
+          }
+        });
+      }),
+    });
+    const alice = await person('Alice');
+    await explain(async () => {
+      await join(bob.page, room);
+      await join(alice.page, room);
+      await say(alice.page, 'first');
+      await expectMessages(alice.page, ['Alice: first']);
+      await say(alice.page, 'second');
+      await say(alice.page, 'third');
+      await expectMessages(bob.page, ['Alice: first', 'Alice: second', 'Alice: third']);
+      assert.deepEqual(delivered, ['second', 'first', 'third'], 'the proxy did deliver them out of order');
+    });
+  });
+
   test('keep-alive: a ping after 20 s without traffic, answered by the server', async () => {
     node = await FlackNode.start();
     const c = await person(null, { beforeOpen: (context) => context.clock.install() });
