@@ -100,16 +100,19 @@ const ui = new UI({
     const roomName = name || state.activeRoom;
     const room = roomName && state.rooms.get(roomName);
     if (!room) return;
-    const wasActive = state.activeRoom === roomName;
     // A room still 'joining' while online has its join_chat on the wire: the
     // server will have us in it by the time it reads leave_chat.
     if (conn && conn.online) send(S.leaveChat(roomName));
     S.removeRoom(state, roomName);
     view.drafts.delete(roomName);
     save();
+    // Keep the focus somewhere visible: on a phone the room list is a
+    // closed drawer unless the person left from inside it.
+    const fromDrawer = ui.isNarrow() && view.sidebarOpen;
+    if (ui.isNarrow() && !state.activeRoom) view.sidebarOpen = true;
     render();
-    if (wasActive || !name) ui.focusRoomButton(state.activeRoom);
-    else ui.focusRoomButton(state.activeRoom);
+    if (ui.isNarrow() && !fromDrawer && state.activeRoom) ui.focusComposer();
+    else ui.focusRoomButton(state.activeRoom); // the join field when no room is left
   },
   switchRoom: (name) => {
     S.switchRoom(state, name);
@@ -298,6 +301,22 @@ function onLost(info) {
   }
   render();
 }
+
+// Logging out in another tab of this browser logs this one out too: they
+// share the identity in localStorage.
+window.addEventListener('storage', (ev) => {
+  if (ev.key === S.STORAGE_KEY && ev.newValue === null && state.session) {
+    if (conn) conn.stop({ goodbye: true });
+    conn = null;
+    const name = state.session.userName;
+    S.logout(state);
+    view.banner = null;
+    view.drafts.clear();
+    view.conn = { status: 'idle', attempt: 0, retryAt: null };
+    render();
+    ui.setLoginName(name);
+  }
+});
 
 // The browser knows when the network comes back: no need to wait out the backoff.
 window.addEventListener('online', () => {

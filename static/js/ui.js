@@ -64,6 +64,7 @@ export class UI {
     this.e = {
       conn: $('conn'),
       connText: $('conn-text'),
+      connCountdown: $('conn-countdown'),
       retryNow: $('retry-now'),
       me: $('me'),
       meAvatar: $('me-avatar'),
@@ -227,6 +228,7 @@ export class UI {
     const { e } = this;
     let mode;
     let text;
+    let countdown = '';
     const c = view.conn;
     if (!state.session) {
       mode = c.status === 'connecting' || c.status === 'handshaking' ? 'connecting' : 'logged-out';
@@ -236,8 +238,10 @@ export class UI {
       text = 'Connected';
     } else if (c.status === 'waiting') {
       mode = 'offline';
+      // The live region says it once; the countdown beside it is not read out every second.
       const secs = c.retryAt ? Math.max(0, Math.ceil((c.retryAt - view.now) / 1000)) : 0;
-      text = secs > 0 ? `Offline. Reconnecting in ${secs} s` : 'Offline. Reconnecting…';
+      text = 'Offline. Reconnecting';
+      countdown = secs > 0 ? ` in ${secs} s` : '…';
     } else if (c.status === 'stopped' || c.status === 'idle') {
       mode = 'offline';
       text = 'Not connected';
@@ -247,6 +251,7 @@ export class UI {
     }
     e.conn.dataset.state = mode;
     setText(e.connText, text);
+    setText(e.connCountdown, countdown);
     setHidden(e.retryNow, !(state.session && c.status === 'waiting'));
   }
 

@@ -197,6 +197,34 @@ describe('two people in one room', { timeout: 4 * WAIT_MS }, () => {
   });
 });
 
+describe('two tabs of one browser', { timeout: 4 * WAIT_MS }, () => {
+  test('share the identity, and logging out in one logs out the other', async () => {
+    const first = await person('Robin');
+    const room = uniqueRoom('tabs');
+    await join(first.page, room);
+    const watcher = await person('Watcher');
+    await join(watcher.page, room);
+    // A second tab: same localStorage, so the same person, already in the room.
+    const second = await first.context.newPage();
+    await second.goto(node.url);
+    await connected(second);
+    await second.locator('#room-title', { hasText: room }).waitFor();
+    assert.equal(await second.locator('#me-name').textContent(), 'Robin');
+    const id = (await storedSession(first.page)).userId;
+    assert.equal((await storedSession(second)).userId, id);
+    // One person for the others, even with two connections.
+    await expectMembers(watcher.page, ['Watcher', 'Robin']);
+    await say(second, 'from the second tab');
+    await expectMessages(first.page, ['Robin: from the second tab']);
+
+    await first.page.locator('#logout').click();
+    await second.locator('#login-form').waitFor();
+    assert.equal(await second.locator('#login-name').inputValue(), 'Robin');
+    await expectMembers(watcher.page, ['Watcher']);
+    await expectSystemLine(watcher.page, 'Robin left the room');
+  });
+});
+
 describe('on a phone-sized screen, with the keyboard only', { timeout: 4 * WAIT_MS }, () => {
   test('log in, join a room, talk, and use the room drawer', async () => {
     const phone = await person(null, { viewport: { width: 390, height: 844 }, contextOptions: { isMobile: true, hasTouch: true } });

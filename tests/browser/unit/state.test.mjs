@@ -363,7 +363,15 @@ describe('protocol errors', () => {
     assert.equal(S.describeProtocolError('FLACK-1', ''), 'The server refused a request: no reason given.');
   });
 
+  test('the Rust node\'s stricter codes have plain words too', () => {
+    assert.equal(S.describeProtocolError('FLACK-002', 'Field chat_name must not be empty'), 'A name cannot be empty.');
+    assert.equal(S.describeProtocolError('FLACK-004', 'Frame exceeds the limit of 65536 bytes'), 'That message is too long for the server.');
+    assert.equal(S.describeProtocolError('FLACK-001', 'Field message must be a string'),
+      'The server refused a request: Field message must be a string.');
+  });
+
   test('close codes read as sentences', () => {
+    assert.match(S.describeClose(4008, 'slow consumer: outbound queue full'), /fell behind/);
     assert.match(S.describeClose(1009, ''), /too large/);
     assert.match(S.describeClose(1008, 'slow consumer'), /policy.*\(slow consumer\)/);
     assert.match(S.describeClose(4321, 'x'), /code 4321/);
