@@ -63,22 +63,72 @@ impl Metrics {
             let _ = writeln!(out, "flack_{name} {value}");
         };
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        metric("connections", "gauge", "Websocket connections open.", get(&self.connections_open));
-        metric("connections_total", "counter", "Websocket connections accepted.", get(&self.connections_total));
-        metric("frames_in_total", "counter", "Frames received from clients.", get(&self.frames_in));
-        metric("frames_out_total", "counter", "Frames sent to clients.", get(&self.frames_out));
-        metric("deliveries_total", "counter", "Chat events queued for members.", get(&self.deliveries));
+        metric(
+            "connections",
+            "gauge",
+            "Websocket connections open.",
+            get(&self.connections_open),
+        );
+        metric(
+            "connections_total",
+            "counter",
+            "Websocket connections accepted.",
+            get(&self.connections_total),
+        );
+        metric(
+            "frames_in_total",
+            "counter",
+            "Frames received from clients.",
+            get(&self.frames_in),
+        );
+        metric(
+            "frames_out_total",
+            "counter",
+            "Frames sent to clients.",
+            get(&self.frames_out),
+        );
+        metric(
+            "deliveries_total",
+            "counter",
+            "Chat events queued for members.",
+            get(&self.deliveries),
+        );
         metric(
             "slow_clients_dropped_total",
             "counter",
             "Clients closed because they did not keep up.",
             get(&self.slow_clients_dropped),
         );
-        metric("protocol_errors_total", "counter", "Connections closed with a protocol_error.", get(&self.protocol_errors));
-        metric("idle_timeouts_total", "counter", "Connections closed for idleness.", get(&self.idle_timeouts));
-        metric("rooms", "gauge", "Chats with at least one member.", registry.rooms as u64);
-        metric("members", "gauge", "Chat memberships.", registry.members as u64);
-        metric("users", "gauge", "Authenticated users.", registry.users as u64);
+        metric(
+            "protocol_errors_total",
+            "counter",
+            "Connections closed with a protocol_error.",
+            get(&self.protocol_errors),
+        );
+        metric(
+            "idle_timeouts_total",
+            "counter",
+            "Connections closed for idleness.",
+            get(&self.idle_timeouts),
+        );
+        metric(
+            "rooms",
+            "gauge",
+            "Chats with at least one member.",
+            registry.rooms as u64,
+        );
+        metric(
+            "members",
+            "gauge",
+            "Chat memberships.",
+            registry.members as u64,
+        );
+        metric(
+            "users",
+            "gauge",
+            "Authenticated users.",
+            registry.users as u64,
+        );
         out
     }
 }
@@ -91,8 +141,14 @@ mod tests {
     fn renders_prometheus_text() {
         let metrics = Metrics::default();
         Metrics::bump(&metrics.connections_total);
-        let text = metrics.render(RegistryGauges { rooms: 2, members: 5, users: 3 });
-        assert!(text.contains("# TYPE flack_connections_total counter\nflack_connections_total 1\n"));
+        let text = metrics.render(RegistryGauges {
+            rooms: 2,
+            members: 5,
+            users: 3,
+        });
+        assert!(
+            text.contains("# TYPE flack_connections_total counter\nflack_connections_total 1\n")
+        );
         assert!(text.contains("flack_rooms 2\n"));
     }
 }

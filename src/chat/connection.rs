@@ -30,6 +30,9 @@ use crate::node::{Delivery, Inbox, Pid, ProcessTable};
 /// is the range RFC 6455 leaves to applications).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
+/// How long closing waits for the client's side of the close handshake.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// Most events written before a flush.
 const WRITE_BATCH: usize = 64;
 
@@ -99,7 +102,9 @@ impl Inbox for SessionInbox {
 pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
     let metrics = &context.metrics;
     Metrics::bump(&metrics.connections_total);
-    metrics.connections_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .connections_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let pid = context.processes.spawn(Arc::new(SessionInbox));
     info!(%peer, %pid, "connection opened");
 
@@ -115,8 +120,13 @@ pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
 
     context.directory.session_ended(&pid);
     context.processes.remove(&pid);
-    metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    let user = connection.session.identity().map(|identity| identity.user_id.clone());
+    metrics
+        .connections_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let user = connection
+        .session
+        .identity()
+        .map(|identity| identity.user_id.clone());
     info!(%peer, %pid, user = user.as_deref().unwrap_or("-"), reason = %ending, "connection closed");
 }
 
@@ -171,7 +181,8 @@ impl Connection {
             Some(Err(error)) => {
                 if is_capacity_error(&error) {
                     Metrics::bump(&self.context.metrics.frames_in);
-                    self.session.on_oversized(self.context.limits.max_frame_bytes)
+                    self.session
+                        .on_oversized(self.context.limits.max_frame_bytes)
                 } else {
                     return Some(Ending::ClientVanished(error.to_string()));
                 }
@@ -179,6 +190,13 @@ impl Connection {
             Some(Ok(message)) => {
                 Metrics::bump(&self.context.metrics.frames_in);
                 match message {
+                    Message::Text(text) if text.len() > self.context.limits.max_frame_bytes => self
+                        .session
+                        .on_oversized(self.context.limits.max_frame_bytes),
+                    Message::Binary(data) if data.len() > self.context.limits.max_frame_bytes => {
+                        self.session
+                            .on_oversized(self.context.limits.max_frame_bytes)
+                    }
                     Message::Text(text) => self.session.on_text(text.as_str()),
                     Message::Binary(_) => self.session.on_binary(),
                     // Control frames: tungstenite answers pings itself.
@@ -229,10 +247,7 @@ impl Connection {
             }
             Step::Fail(error) => return self.fail(error).await,
         };
-        match self.send_text(reply).await {
-            Ok(()) => None,
-            Err(ending) => Some(ending),
-        }
+        self.send_text(reply).await.err()
     }
 
     async fn fail(&mut self, error: ProtocolError) -> Option<Ending> {
@@ -256,7 +271,11 @@ impl Connection {
     }
 
     /// Writes `first` and whatever else is already queued, then flushes once.
-    async fn write_events(&mut self, first: Utf8Bytes, mailbox: &mut Mailbox) -> Result<(), Ending> {
+    async fn write_events(
+        &mut self,
+        first: Utf8Bytes,
+        mailbox: &mut Mailbox,
+    ) -> Result<(), Ending> {
         let limits = self.context.limits;
         let metrics = self.context.metrics.clone();
         let batch = async {
@@ -287,14 +306,30 @@ impl Connection {
 
     async fn drop_slow_consumer(&mut self) -> Ending {
         Metrics::bump(&self.context.metrics.slow_clients_dropped);
-        self.close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full").await;
+        self.close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
+            .await;
         Ending::SlowConsumer
     }
 
     /// Sends an empty close frame, as the original (cowboy's `close`) does
     /// after `server_goodbye` and after a `protocol_error`.
     async fn close_bare(&mut self) {
-        let _ = timeout(Duration::from_secs(1), self.socket.send(Message::Close(None))).await;
+        let _ = timeout(CLOSE_LINGER, self.socket.send(Message::Close(None))).await;
+        self.linger().await;
+    }
+
+    /// After our close frame, reads until the client closes too (bounded):
+    /// closing a socket with unread input makes the kernel send a reset,
+    /// which can destroy the last frames before the client reads them.
+    async fn linger(&mut self) {
+        let drain = async {
+            while let Some(Ok(message)) = self.socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = timeout(CLOSE_LINGER, drain).await;
     }
 
     /// Sends a close frame, giving up quickly on a client that does not read.
@@ -303,7 +338,8 @@ impl Connection {
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = timeout(Duration::from_secs(1), self.socket.send(Message::Close(Some(frame)))).await;
+        let _ = timeout(CLOSE_LINGER, self.socket.send(Message::Close(Some(frame)))).await;
+        self.linger().await;
     }
 }
 
@@ -311,7 +347,8 @@ impl Connection {
 fn is_capacity_error(error: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = current.downcast_ref::<tungstenite::Error>() {
+        if let Some(tungstenite::Error::Capacity(_)) = current.downcast_ref::<tungstenite::Error>()
+        {
             return true;
         }
         source = current.source();

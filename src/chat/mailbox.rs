@@ -103,7 +103,9 @@ mod tests {
     fn event(sequence: u64) -> Arc<ChatEvent> {
         Arc::new(ChatEvent::new(
             Arc::from("c"),
-            EventKind::Left { user_id: "u".into() },
+            EventKind::Left {
+                user_id: "u".into(),
+            },
             "t".into(),
             sequence,
         ))

@@ -216,8 +216,8 @@ pub fn parse_client_record(text: &str) -> Result<ClientRecord, ProtocolError> {
                 Some(other) => return Err(ProtocolError::unsupported_mime_type(other)),
                 None => return Err(ProtocolError::unsupported_mime_type("(missing)")),
             }
-            let message =
-                optional_string(&mut fields, "message")?.ok_or_else(|| ProtocolError::wrong_type("message"))?;
+            let message = optional_string(&mut fields, "message")?
+                .ok_or_else(|| ProtocolError::wrong_type("message"))?;
             Ok(ClientRecord::ChatMessage { chat_name, message })
         }
         "leave_chat" => Ok(ClientRecord::LeaveChat {
@@ -230,7 +230,10 @@ pub fn parse_client_record(text: &str) -> Result<ClientRecord, ProtocolError> {
 }
 
 /// A string field that may be absent (or JSON null); any other type is an error.
-fn optional_string(fields: &mut Map<String, Value>, field: &str) -> Result<Option<String>, ProtocolError> {
+fn optional_string(
+    fields: &mut Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ProtocolError> {
     match fields.remove(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(value)) => Ok(Some(value)),
@@ -332,8 +335,17 @@ pub mod encode {
     }
 
     /// `joined`.
-    pub fn joined(chat_name: &str, user_name: &str, user_id: &str, timestamp: &str, sequence: u64) -> String {
-        let mut out = record("joined", chat_name.len() + user_name.len() + user_id.len() + 64);
+    pub fn joined(
+        chat_name: &str,
+        user_name: &str,
+        user_id: &str,
+        timestamp: &str,
+        sequence: u64,
+    ) -> String {
+        let mut out = record(
+            "joined",
+            chat_name.len() + user_name.len() + user_id.len() + 64,
+        );
         field(&mut out, "chat_name", chat_name);
         field(&mut out, "user_name", user_name);
         field(&mut out, "user_id", user_id);
@@ -352,7 +364,10 @@ pub mod encode {
         timestamp: &str,
         sequence: u64,
     ) -> String {
-        let mut out = record("chat_message", chat_name.len() + user_id.len() + message.len() + 96);
+        let mut out = record(
+            "chat_message",
+            chat_name.len() + user_id.len() + message.len() + 96,
+        );
         field(&mut out, "chat_name", chat_name);
         field(&mut out, "user_id", user_id);
         field(&mut out, "mime_type", mime_type);
@@ -397,18 +412,35 @@ mod tests {
 
     #[test]
     fn hello_accepts_any_key_order() {
-        assert_eq!(parse_client_hello(r#"{"protocol_version":"1.0","record":"client_hello"}"#), Ok(()));
+        assert_eq!(
+            parse_client_hello(r#"{"protocol_version":"1.0","record":"client_hello"}"#),
+            Ok(())
+        );
     }
 
     #[test]
     fn hello_errors_match_the_original() {
-        assert_eq!(parse_client_hello("not json"), Err(ProtocolError::hello_expected()));
-        assert_eq!(parse_client_hello(r#"{"foo":"bar"}"#), Err(ProtocolError::hello_expected()));
-        let error = parse_client_hello(r#"{"record":"client_hello","protocol_version":"42"}"#).unwrap_err();
+        assert_eq!(
+            parse_client_hello("not json"),
+            Err(ProtocolError::hello_expected())
+        );
+        assert_eq!(
+            parse_client_hello(r#"{"foo":"bar"}"#),
+            Err(ProtocolError::hello_expected())
+        );
+        let error =
+            parse_client_hello(r#"{"record":"client_hello","protocol_version":"42"}"#).unwrap_err();
         assert_eq!(error.code, "CHAT-002");
-        assert_eq!(error.reason, "An unsupported protocol version was requested: 42");
-        let error = parse_client_hello(r#"{"record":"client_hello","protocol_version":1.0}"#).unwrap_err();
-        assert_eq!(error.reason, "An unsupported protocol version was requested: 1.0");
+        assert_eq!(
+            error.reason,
+            "An unsupported protocol version was requested: 42"
+        );
+        let error =
+            parse_client_hello(r#"{"record":"client_hello","protocol_version":1.0}"#).unwrap_err();
+        assert_eq!(
+            error.reason,
+            "An unsupported protocol version was requested: 1.0"
+        );
     }
 
     #[test]
@@ -421,20 +453,27 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_client_record(r#"{"record":"authenticate","user_name":""}"#).unwrap_err().code,
+            parse_client_record(r#"{"record":"authenticate","user_name":""}"#)
+                .unwrap_err()
+                .code,
             "FLACK-002"
         );
         assert_eq!(
-            parse_client_record(r#"{"record":"authenticate","user_name":7}"#).unwrap_err().code,
+            parse_client_record(r#"{"record":"authenticate","user_name":7}"#)
+                .unwrap_err()
+                .code,
             "FLACK-001"
         );
     }
 
     #[test]
     fn chat_message_requires_text_plain() {
-        let missing = parse_client_record(r#"{"record":"chat_message","chat_name":"c","message":"m"}"#);
+        let missing =
+            parse_client_record(r#"{"record":"chat_message","chat_name":"c","message":"m"}"#);
         assert_eq!(missing.unwrap_err().code, "FLACK-003");
-        let html = parse_client_record(r#"{"record":"chat_message","chat_name":"c","mime_type":"text/html","message":"m"}"#);
+        let html = parse_client_record(
+            r#"{"record":"chat_message","chat_name":"c","mime_type":"text/html","message":"m"}"#,
+        );
         assert_eq!(html.unwrap_err().code, "FLACK-003");
         let ok = parse_client_record(
             r#"{"record":"chat_message","chat_name":"c","mime_type":"text/plain","message":"m","sequence":9,"user_id":"x"}"#,
@@ -450,14 +489,28 @@ mod tests {
 
     #[test]
     fn unknown_records_are_unrecognized() {
-        for text in ["[]", "\"x\"", "{}", r#"{"record":5}"#, r#"{"record":"dance"}"#, "{"] {
-            assert_eq!(parse_client_record(text), Err(ProtocolError::unrecognized()), "{text}");
+        for text in [
+            "[]",
+            "\"x\"",
+            "{}",
+            r#"{"record":5}"#,
+            r#"{"record":"dance"}"#,
+            "{",
+        ] {
+            assert_eq!(
+                parse_client_record(text),
+                Err(ProtocolError::unrecognized()),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn encoded_records_keep_the_original_field_order() {
-        assert_eq!(encode::server_hello(), r#"{"record":"server_hello","protocol_version":"1.0"}"#);
+        assert_eq!(
+            encode::server_hello(),
+            r#"{"record":"server_hello","protocol_version":"1.0"}"#
+        );
         assert_eq!(
             encode::joined("foobar", "bob", "8b0d", "2026-11-28T04:45:57Z", 3),
             r#"{"record":"joined","chat_name":"foobar","user_name":"bob","user_id":"8b0d","timestamp":"2026-11-28T04:45:57Z","sequence":3}"#
@@ -477,7 +530,10 @@ mod tests {
             r#"{"record":"chat_message","chat_name":"c","user_id":"u","mime_type":"text/plain","message":"say \"hi\" <b>","timestamp":"t","sequence":1}"#
         );
         let error = encode::protocol_error(&ProtocolError::missing_chat_name());
-        assert_eq!(error, r#"{"record":"protocol_error","code":"CHAT_PROTOCOL-005","reason":"Missing chat name"}"#);
+        assert_eq!(
+            error,
+            r#"{"record":"protocol_error","code":"CHAT_PROTOCOL-005","reason":"Missing chat name"}"#
+        );
     }
 
     #[test]

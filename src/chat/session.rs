@@ -11,7 +11,9 @@ use std::collections::HashSet;
 
 use rand::RngCore;
 
-use super::protocol::{ClientRecord, ProtocolError, encode, parse_client_hello, parse_client_record};
+use super::protocol::{
+    ClientRecord, ProtocolError, encode, parse_client_hello, parse_client_record,
+};
 
 /// Who the client said it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,9 +151,9 @@ impl Session {
     fn on_record(&mut self, record: ClientRecord) -> Step {
         if self.phase == Phase::Authenticating {
             return match record {
-                ClientRecord::Authenticate { user_name: None, .. } => {
-                    self.fail(ProtocolError::missing_user_name())
-                }
+                ClientRecord::Authenticate {
+                    user_name: None, ..
+                } => self.fail(ProtocolError::missing_user_name()),
                 ClientRecord::Authenticate {
                     user_name: Some(user_name),
                     user_id,
@@ -169,8 +171,12 @@ impl Session {
         }
         match record {
             ClientRecord::Authenticate { .. } => self.fail(ProtocolError::already_authenticated()),
-            ClientRecord::JoinChat { chat_name: None } => self.fail(ProtocolError::missing_chat_name()),
-            ClientRecord::JoinChat { chat_name: Some(chat) } => {
+            ClientRecord::JoinChat { chat_name: None } => {
+                self.fail(ProtocolError::missing_chat_name())
+            }
+            ClientRecord::JoinChat {
+                chat_name: Some(chat),
+            } => {
                 if self.chats.contains(&chat) {
                     self.fail(ProtocolError::already_joined())
                 } else {
@@ -223,7 +229,9 @@ mod tests {
     fn authenticated(name: &str) -> Session {
         let mut session = Session::new();
         assert!(matches!(session.on_text(HELLO), Step::Reply(_)));
-        let step = session.on_text(&format!(r#"{{"record":"authenticate","user_name":"{name}"}}"#));
+        let step = session.on_text(&format!(
+            r#"{{"record":"authenticate","user_name":"{name}"}}"#
+        ));
         assert!(matches!(step, Step::Authenticate(_)));
         session
     }
@@ -239,7 +247,8 @@ mod tests {
     fn hello_then_authenticate() {
         let mut session = Session::new();
         assert_eq!(session.on_text(HELLO), Step::Reply(encode::server_hello()));
-        let step = session.on_text(r#"{"record":"authenticate","user_name":"alice","user_id":"alice-id-0001"}"#);
+        let step = session
+            .on_text(r#"{"record":"authenticate","user_name":"alice","user_id":"alice-id-0001"}"#);
         assert_eq!(
             step,
             Step::Authenticate(Identity {
@@ -254,11 +263,18 @@ mod tests {
     fn generated_ids_are_32_lowercase_hex() {
         let mut session = Session::new();
         session.on_text(HELLO);
-        let Step::Authenticate(identity) = session.on_text(r#"{"record":"authenticate","user_name":"bob"}"#) else {
+        let Step::Authenticate(identity) =
+            session.on_text(r#"{"record":"authenticate","user_name":"bob"}"#)
+        else {
             panic!("not authenticated")
         };
         assert_eq!(identity.user_id.len(), 32);
-        assert!(identity.user_id.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+        assert!(
+            identity
+                .user_id
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        );
         assert_ne!(generate_user_id(), generate_user_id());
     }
 
@@ -266,27 +282,49 @@ mod tests {
     fn records_before_authentication_are_refused() {
         let mut session = Session::new();
         session.on_text(HELLO);
-        assert_eq!(code(session.on_text(r#"{"record":"ping"}"#)), "CHAT_PROTOCOL-002");
+        assert_eq!(
+            code(session.on_text(r#"{"record":"ping"}"#)),
+            "CHAT_PROTOCOL-002"
+        );
         assert_eq!(session.phase(), Phase::Closed);
         let mut session = Session::new();
         session.on_text(HELLO);
-        assert_eq!(code(session.on_text(r#"{"record":"authenticate"}"#)), "CHAT_PROTOCOL-004");
+        assert_eq!(
+            code(session.on_text(r#"{"record":"authenticate"}"#)),
+            "CHAT_PROTOCOL-004"
+        );
     }
 
     #[test]
     fn every_chat_rule_has_its_code() {
         let mut session = authenticated("carol");
-        assert_eq!(code(session.on_text(r#"{"record":"authenticate","user_name":"x"}"#)), "CHAT_PROTOCOL-003");
+        assert_eq!(
+            code(session.on_text(r#"{"record":"authenticate","user_name":"x"}"#)),
+            "CHAT_PROTOCOL-003"
+        );
         let mut session = authenticated("carol");
-        assert_eq!(code(session.on_text(r#"{"record":"join_chat"}"#)), "CHAT_PROTOCOL-005");
+        assert_eq!(
+            code(session.on_text(r#"{"record":"join_chat"}"#)),
+            "CHAT_PROTOCOL-005"
+        );
         let mut session = authenticated("carol");
-        assert_eq!(session.on_text(r#"{"record":"join_chat","chat_name":"c"}"#), Step::Join { chat: "c".into() });
-        assert_eq!(code(session.on_text(r#"{"record":"join_chat","chat_name":"c"}"#)), "CHAT_PROTOCOL-006");
+        assert_eq!(
+            session.on_text(r#"{"record":"join_chat","chat_name":"c"}"#),
+            Step::Join { chat: "c".into() }
+        );
+        assert_eq!(
+            code(session.on_text(r#"{"record":"join_chat","chat_name":"c"}"#)),
+            "CHAT_PROTOCOL-006"
+        );
         let mut session = authenticated("carol");
-        let post = r#"{"record":"chat_message","chat_name":"d","mime_type":"text/plain","message":"m"}"#;
+        let post =
+            r#"{"record":"chat_message","chat_name":"d","mime_type":"text/plain","message":"m"}"#;
         assert_eq!(code(session.on_text(post)), "CHAT_PROTOCOL-007");
         let mut session = authenticated("carol");
-        assert_eq!(code(session.on_text(r#"{"record":"leave_chat","chat_name":"d"}"#)), "CHAT_PROTOCOL-008");
+        assert_eq!(
+            code(session.on_text(r#"{"record":"leave_chat","chat_name":"d"}"#)),
+            "CHAT_PROTOCOL-008"
+        );
         let mut session = authenticated("carol");
         assert_eq!(code(session.on_text("nonsense")), "CHAT_PROTOCOL-001");
         let mut session = authenticated("carol");
@@ -298,7 +336,8 @@ mod tests {
         let mut session = authenticated("dave");
         session.on_text(r#"{"record":"join_chat","chat_name":"a"}"#);
         session.on_text(r#"{"record":"join_chat","chat_name":"b"}"#);
-        let post = r#"{"record":"chat_message","chat_name":"a","mime_type":"text/plain","message":"hi"}"#;
+        let post =
+            r#"{"record":"chat_message","chat_name":"a","mime_type":"text/plain","message":"hi"}"#;
         assert_eq!(
             session.on_text(post),
             Step::Post {
@@ -306,8 +345,14 @@ mod tests {
                 message: "hi".into()
             }
         );
-        assert_eq!(session.on_text(r#"{"record":"leave_chat","chat_name":"a"}"#), Step::Leave { chat: "a".into() });
-        assert_eq!(session.on_text(r#"{"record":"ping"}"#), Step::Reply(encode::ping_reply()));
+        assert_eq!(
+            session.on_text(r#"{"record":"leave_chat","chat_name":"a"}"#),
+            Step::Leave { chat: "a".into() }
+        );
+        assert_eq!(
+            session.on_text(r#"{"record":"ping"}"#),
+            Step::Reply(encode::ping_reply())
+        );
         assert_eq!(
             session.on_text(r#"{"record":"client_goodbye"}"#),
             Step::Goodbye {

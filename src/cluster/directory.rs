@@ -51,7 +51,12 @@ impl Directory {
     /// `chat_stream:join/3`: registers the membership, announces `joined`
     /// to every member (the joiner included) and returns the members that
     /// were there before, for the joiner's `chat_state`.
-    pub fn join(&self, chat: &str, pid: &Pid, route: MailboxSender) -> Result<Vec<ChatUser>, RegistryError> {
+    pub fn join(
+        &self,
+        chat: &str,
+        pid: &Pid,
+        route: MailboxSender,
+    ) -> Result<Vec<ChatUser>, RegistryError> {
         let mut registry = self.registry.lock();
         let attrs = registry.user(pid).cloned();
         let joined = registry.join(chat, pid.clone(), route)?;
@@ -138,7 +143,12 @@ impl Directory {
     /// Makes the chat's next event and queues it for every member.
     fn announce(&self, chat: &mut Chat<MailboxSender>, kind: EventKind) -> Arc<ChatEvent> {
         let sequence = chat.next_sequence();
-        let event = Arc::new(ChatEvent::new(chat.name().clone(), kind, timestamp_now(), sequence));
+        let event = Arc::new(ChatEvent::new(
+            chat.name().clone(),
+            kind,
+            timestamp_now(),
+            sequence,
+        ));
         for member in chat.members() {
             self.count(member.route.deliver(&event));
         }
@@ -176,17 +186,32 @@ mod tests {
         let (b_route, mut b_box) = mailbox(16);
         directory.register_user(&pid(1), "ann", "a-id");
         directory.register_user(&pid(2), "bob", "b-id");
-        assert!(directory.join("room", &pid(1), a_route).expect("join").is_empty());
+        assert!(
+            directory
+                .join("room", &pid(1), a_route)
+                .expect("join")
+                .is_empty()
+        );
         let before = directory.join("room", &pid(2), b_route).expect("join");
-        assert_eq!(before, vec![ChatUser { user_name: "ann".into(), user_id: "a-id".into() }]);
+        assert_eq!(
+            before,
+            vec![ChatUser {
+                user_name: "ann".into(),
+                user_id: "a-id".into()
+            }]
+        );
         directory.post("room", "b-id", "hi".into());
         directory.leave("room", &pid(1), "a-id").expect("member");
         let a_events = drain(&mut a_box);
         let b_events = drain(&mut b_box);
         assert_eq!(a_events.len(), 4, "{a_events:?}");
-        assert!(a_events[3].contains(r#""record":"left""#) && a_events[3].contains(r#""sequence":4"#));
+        assert!(
+            a_events[3].contains(r#""record":"left""#) && a_events[3].contains(r#""sequence":4"#)
+        );
         assert_eq!(b_events.len(), 3, "{b_events:?}");
-        assert!(b_events[0].contains(r#""user_name":"bob""#) && b_events[0].contains(r#""sequence":2"#));
+        assert!(
+            b_events[0].contains(r#""user_name":"bob""#) && b_events[0].contains(r#""sequence":2"#)
+        );
         assert!(b_events[2].contains(r#""sequence":4"#));
     }
 

@@ -186,7 +186,11 @@ impl<R> Registry<R> {
         let before = chat
             .members
             .iter()
-            .filter_map(|member| self.users.get(&member.pid).map(|attrs| (member.pid.clone(), attrs.clone())))
+            .filter_map(|member| {
+                self.users
+                    .get(&member.pid)
+                    .map(|attrs| (member.pid.clone(), attrs.clone()))
+            })
             .collect();
         self.memberships.entry(pid.clone()).or_default().push(name);
         chat.members.push(Member { pid, route });
@@ -216,7 +220,11 @@ impl<R> Registry<R> {
 
     /// Forgets a chat that has no members left.
     pub fn drop_if_empty(&mut self, chat: &str) {
-        if self.chats.get(chat).is_some_and(|entry| entry.members.is_empty()) {
+        if self
+            .chats
+            .get(chat)
+            .is_some_and(|entry| entry.members.is_empty())
+        {
             self.chats.remove(chat);
         }
     }
@@ -234,7 +242,10 @@ impl<R> Registry<R> {
 
     /// The chats `pid` is a member of.
     pub fn chats_of(&self, pid: &Pid) -> &[Arc<str>] {
-        self.memberships.get(pid).map(Vec::as_slice).unwrap_or_default()
+        self.memberships
+            .get(pid)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// Removes every registration of a pid that ended (gproc's
@@ -258,7 +269,10 @@ impl<R> Registry<R> {
 
     /// Number of chats with at least one member.
     pub fn chat_count(&self) -> usize {
-        self.chats.values().filter(|chat| !chat.members.is_empty()).count()
+        self.chats
+            .values()
+            .filter(|chat| !chat.members.is_empty())
+            .count()
     }
 
     /// Number of memberships (`{p,g,Chat}` entries).
@@ -286,7 +300,10 @@ mod tests {
     fn ensure_user_is_new_then_updated() {
         let mut registry = Registry::<()>::new();
         assert_eq!(registry.ensure_user(pid(1), attrs("a")), Registered::New);
-        assert_eq!(registry.ensure_user(pid(1), attrs("b")), Registered::Updated);
+        assert_eq!(
+            registry.ensure_user(pid(1), attrs("b")),
+            Registered::Updated
+        );
         assert_eq!(registry.user(&pid(1)), Some(&attrs("b")));
     }
 
@@ -299,17 +316,28 @@ mod tests {
         registry.join("room", pid(3), ()).expect("first join");
         registry.join("room", pid(1), ()).expect("second join");
         let joined = registry.join("room", pid(2), ()).expect("third join");
-        let names: Vec<_> = joined.before.iter().map(|(_, attrs)| attrs.user_name.to_string()).collect();
+        let names: Vec<_> = joined
+            .before
+            .iter()
+            .map(|(_, attrs)| attrs.user_name.to_string())
+            .collect();
         assert_eq!(names, ["c", "a"]);
         assert_eq!(joined.chat.members().len(), 3);
-        assert!(matches!(registry.join("room", pid(2), ()), Err(RegistryError::AlreadyMember { .. })));
+        assert!(matches!(
+            registry.join("room", pid(2), ()),
+            Err(RegistryError::AlreadyMember { .. })
+        ));
         assert_eq!(registry.membership_count(), 3);
     }
 
     #[test]
     fn sequences_are_per_chat_and_survive_until_the_chat_empties() {
         let mut registry = Registry::<()>::new();
-        registry.join("a", pid(1), ()).expect("join a").chat.next_sequence();
+        registry
+            .join("a", pid(1), ())
+            .expect("join a")
+            .chat
+            .next_sequence();
         let chat = registry.join("b", pid(1), ()).expect("join b").chat;
         assert_eq!(chat.next_sequence(), 1);
         let chat = registry.chat_mut("a").expect("a exists");
@@ -318,7 +346,10 @@ mod tests {
         assert_eq!(chat.next_sequence(), 3);
         registry.drop_if_empty("a");
         assert!(registry.chat("a").is_none());
-        assert!(matches!(registry.leave("a", &pid(1)), Err(RegistryError::NotMember { .. })));
+        assert!(matches!(
+            registry.leave("a", &pid(1)),
+            Err(RegistryError::NotMember { .. })
+        ));
     }
 
     #[test]

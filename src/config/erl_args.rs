@@ -44,7 +44,15 @@ pub struct ErlArgs {
 pub struct ErlArgsError(pub String);
 
 /// Emulator flags that take no value.
-const BARE_FLAGS: &[&str] = &["-noshell", "-noinput", "-detached", "-smp", "-nouser", "-heart", "-mode"];
+const BARE_FLAGS: &[&str] = &[
+    "-noshell",
+    "-noinput",
+    "-detached",
+    "-smp",
+    "-nouser",
+    "-heart",
+    "-mode",
+];
 
 impl ErlArgs {
     /// Parses `args`, consuming every Erlang-style argument; what is left
@@ -89,7 +97,9 @@ impl ErlArgs {
                     // `+K true` or `+A30`: a value follows only when the flag
                     // is a bare letter and the next word is not a flag.
                     let takes_value = flag.len() == 2
-                        && args.get(index + 1).is_some_and(|next| !next.starts_with(['-', '+']));
+                        && args
+                            .get(index + 1)
+                            .is_some_and(|next| !next.starts_with(['-', '+']));
                     if takes_value {
                         parsed.ignored.push(format!("{flag} {}", args[index + 1]));
                         index += 2;
@@ -153,7 +163,9 @@ impl ErlArgs {
 /// name (lowercase letter first). GNU options (`--port`) and short flags of
 /// one letter (`-h`) are not.
 fn is_app_flag(flag: &str) -> bool {
-    let Some(name) = flag.strip_prefix('-') else { return false };
+    let Some(name) = flag.strip_prefix('-') else {
+        return false;
+    };
     name.len() > 1
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

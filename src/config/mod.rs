@@ -49,7 +49,10 @@ impl Settings {
             (None, None) => DEFAULT_PORT,
         };
         if run.max_frame_bytes < 256 {
-            bail!("--max-frame-bytes {} is too small (at least 256)", run.max_frame_bytes);
+            bail!(
+                "--max-frame-bytes {} is too small (at least 256)",
+                run.max_frame_bytes
+            );
         }
         if run.idle_timeout_secs == 0 {
             bail!("--idle-timeout-secs must be at least 1");

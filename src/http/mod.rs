@@ -70,9 +70,22 @@ async fn upgrade(
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
-        .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| sessions.track_future(serve_connection(socket, peer.to_string(), context)))
+        // The websocket layer reads frames up to a hard limit; the session
+        // refuses those over the configured limit with FLACK-004. Reading a
+        // moderately oversized frame whole lets that refusal and the close
+        // reach the client cleanly instead of being cut off by a TCP reset.
+        .max_message_size(hard_frame_limit(limits.max_frame_bytes))
+        .max_frame_size(hard_frame_limit(limits.max_frame_bytes))
+        .on_upgrade(move |socket| {
+            sessions.track_future(serve_connection(socket, peer.to_string(), context))
+        })
+}
+
+/// The most a single frame may make the websocket layer buffer.
+fn hard_frame_limit(max_frame_bytes: usize) -> usize {
+    max_frame_bytes
+        .saturating_mul(4)
+        .max(max_frame_bytes + 64 * 1024)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -98,7 +111,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let body = state.chat.metrics.render(state.chat.directory.gauges());
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()
@@ -106,7 +122,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// Serves `router` on `listener` until `state.chat.shutdown` is cancelled,
 /// then gives sessions up to `grace` to close.
-pub async fn serve(listener: TcpListener, router: Router, state: AppState, grace: Duration) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    grace: Duration,
+) -> std::io::Result<()> {
     let shutdown = state.chat.shutdown.clone();
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
@@ -117,8 +138,14 @@ pub async fn serve(listener: TcpListener, router: Router, state: AppState, grace
     if open > 0 {
         info!(sessions = open, "waiting for websocket sessions to close");
     }
-    if tokio::time::timeout(grace, state.sessions.wait()).await.is_err() {
-        warn!(sessions = state.sessions.len(), "sessions still open after the grace period");
+    if tokio::time::timeout(grace, state.sessions.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            sessions = state.sessions.len(),
+            "sessions still open after the grace period"
+        );
     }
     Ok(())
 }

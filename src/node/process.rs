@@ -94,7 +94,11 @@ impl ProcessTable {
     /// Ends a process: it leaves the table and loses its registered names.
     /// Returns whether it was alive.
     pub fn remove(&self, pid: &Pid) -> bool {
-        let removed = self.processes.write().remove(&(pid.id, pid.serial)).is_some();
+        let removed = self
+            .processes
+            .write()
+            .remove(&(pid.id, pid.serial))
+            .is_some();
         if removed {
             self.names.write().retain(|_, holder| holder != pid);
         }
@@ -186,9 +190,15 @@ mod tests {
         let pid = table.spawn(inbox.clone());
         assert!(table.is_local(&pid));
         table.register_name("svc", &pid).expect("name is free");
-        assert_eq!(table.register_name("svc", &pid), Err(NameError::Taken("svc".into())));
+        assert_eq!(
+            table.register_name("svc", &pid),
+            Err(NameError::Taken("svc".into()))
+        );
         let hello = eetf::Term::from(eetf::Atom::from("hello"));
-        assert_eq!(table.send_named("svc", None, hello.clone()), Delivery::Accepted);
+        assert_eq!(
+            table.send_named("svc", None, hello.clone()),
+            Delivery::Accepted
+        );
         assert_eq!(table.send(&pid, None, hello.clone()), Delivery::Accepted);
         assert_eq!(inbox.0.lock().len(), 2);
         assert!(table.remove(&pid));
