@@ -95,6 +95,7 @@ export class UI {
       membersToggle: $('members-toggle'),
       leaveRoom: $('leave-room'),
       scroller: $('log-scroller'),
+      jump: $('jump'),
       composer: $('composer'),
       composerInput: $('composer-input'),
       sendButton: $('send-button'),
@@ -158,7 +159,19 @@ export class UI {
     });
     e.scroller.addEventListener('scroll', () => {
       const log = this.shownRoom && this.logs.get(this.shownRoom);
-      if (log) log.atBottom = this.isAtBottom();
+      if (!log) return;
+      log.atBottom = this.isAtBottom();
+      if (log.atBottom && log.unseen) {
+        log.unseen = false;
+        setHidden(e.jump, true);
+      }
+    });
+    e.jump.addEventListener('click', () => {
+      e.scroller.scrollTop = e.scroller.scrollHeight;
+      const log = this.shownRoom && this.logs.get(this.shownRoom);
+      if (log) log.unseen = false;
+      setHidden(e.jump, true);
+      e.composerInput.focus();
     });
   }
 
@@ -378,8 +391,13 @@ export class UI {
       else e.scroller.scrollTop = log.scrollTop;
     } else if (stick || grew.mine) {
       e.scroller.scrollTop = e.scroller.scrollHeight;
+    } else if (grew.added > 0) {
+      // Reading further up: say that there is more below instead of jumping.
+      log.unseen = true;
     }
     log.atBottom = this.isAtBottom();
+    if (log.atBottom) log.unseen = false;
+    setHidden(e.jump, !log.unseen);
 
     const canSend = joined && online;
     e.sendButton.disabled = !canSend;
@@ -406,7 +424,7 @@ export class UI {
       ol.dataset.room = name;
       ol.hidden = true;
       this.e.scroller.append(ol);
-      log = { ol, items: new Map(), scrollTop: 0, atBottom: true };
+      log = { ol, items: new Map(), scrollTop: 0, atBottom: true, unseen: false };
       this.logs.set(name, log);
     }
     return log;

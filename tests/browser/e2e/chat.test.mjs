@@ -225,6 +225,31 @@ describe('two tabs of one browser', { timeout: 4 * WAIT_MS }, () => {
   });
 });
 
+describe('reading back', { timeout: 4 * WAIT_MS }, () => {
+  test('new messages do not pull the view down while reading further up', async () => {
+    const room = uniqueRoom('long');
+    const talker = await person('Talker');
+    const reader = await person('Reader', { viewport: { width: 900, height: 420 } });
+    await join(talker.page, room);
+    await join(reader.page, room);
+    const lines = Array.from({ length: 25 }, (_, i) => `line ${i + 1}`);
+    for (const line of lines) await say(talker.page, line);
+    await expectMessages(reader.page, lines.map((l) => `Talker: ${l}`));
+    const scroller = reader.page.locator('#log-scroller');
+    const atBottom = () => scroller.evaluate((s) => s.scrollHeight - s.scrollTop - s.clientHeight < 48);
+    assert.equal(await atBottom(), true, 'following the conversation');
+    assert.equal(await reader.page.locator('#jump').isVisible(), false);
+
+    await scroller.evaluate((s) => { s.scrollTop = 0; });
+    await say(talker.page, 'one more');
+    await reader.page.locator('#jump').waitFor();
+    assert.equal(await scroller.evaluate((s) => s.scrollTop), 0, 'still where the reader was');
+    await reader.page.locator('#jump').click();
+    await reader.page.locator('#jump').waitFor({ state: 'hidden' });
+    assert.equal(await atBottom(), true);
+  });
+});
+
 describe('on a phone-sized screen, with the keyboard only', { timeout: 4 * WAIT_MS }, () => {
   test('log in, join a room, talk, and use the room drawer', async () => {
     const phone = await person(null, { viewport: { width: 390, height: 844 }, contextOptions: { isMobile: true, hasTouch: true } });
