@@ -5,9 +5,11 @@
 //! - [`directory`]: register/join/post/leave with fan-out, on this node as
 //!   the leader of a cluster of one.
 //! - [`election`]: the gen_leader election, pure.
+//! - [`gproc`]: gproc's replicated global table and gproc_dist's leader logic, pure.
 //! - [`records`]: the chat records members exchange, as Erlang terms.
 
 pub mod directory;
 pub mod election;
+pub mod gproc;
 pub mod records;
 pub mod registry;
