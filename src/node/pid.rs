@@ -62,7 +62,12 @@ impl From<Pid> for eetf::Term {
 
 impl From<&eetf::Pid> for Pid {
     fn from(pid: &eetf::Pid) -> Self {
-        Self::new(Arc::from(pid.node.name.as_str()), pid.id, pid.serial, pid.creation)
+        Self::new(
+            Arc::from(pid.node.name.as_str()),
+            pid.id,
+            pid.serial,
+            pid.creation,
+        )
     }
 }
 
