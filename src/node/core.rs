@@ -408,10 +408,10 @@ impl Core {
                     to: watched,
                     reference: reference.clone(),
                 };
-                if self.route(&node, out) == Delivery::Gone {
-                    if let Some(m) = self.monitors.lock().remove(&reference) {
-                        self.fire_down(&m, atom("noconnection"));
-                    }
+                if self.route(&node, out) == Delivery::Gone
+                    && let Some(m) = self.monitors.lock().remove(&reference)
+                {
+                    self.fire_down(&m, atom("noconnection"));
                 }
             }
         }

@@ -105,9 +105,9 @@ impl NodeName {
             && alive
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        let host_ok = !host.is_empty()
-            && !host.contains('@')
-            && !(kind == NameKind::Short && host.contains('.'));
+        let host_ok = !(host.is_empty()
+            || host.contains('@')
+            || (kind == NameKind::Short && host.contains('.')));
         if alive_ok && host_ok {
             Ok(Self { alive, host, kind })
         } else {

@@ -107,12 +107,12 @@ impl Inbox for TermMailbox {
             // wait for room off the caller's thread.
             let tx = self.tx.clone();
             let note = Received::Terminated(reason.clone());
-            if let Err(mpsc::error::TrySendError::Full(note)) = tx.try_send(note) {
-                if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                    handle.spawn(async move {
-                        let _ = tx.send(note).await;
-                    });
-                }
+            if let Err(mpsc::error::TrySendError::Full(note)) = tx.try_send(note)
+                && let Ok(handle) = tokio::runtime::Handle::try_current()
+            {
+                handle.spawn(async move {
+                    let _ = tx.send(note).await;
+                });
             }
         }
     }
