@@ -37,7 +37,12 @@ fn pid_of(t: Term) -> Pid {
 /// Sends a command without waiting for its answer; returns the reference.
 fn cmd_async(ctl: &Ctl, erl: &str, cmd: Term) -> eetf::Reference {
     let r = ctl.node.make_ref();
-    let msg = tuple(vec![atom("cmd"), ctl.pid.clone().into(), Term::from(r.clone()), cmd]);
+    let msg = tuple(vec![
+        atom("cmd"),
+        ctl.pid.clone().into(),
+        Term::from(r.clone()),
+        cmd,
+    ]);
     ctl.node.send_named(erl, "agent", msg, Some(&ctl.pid));
     r
 }
@@ -56,11 +61,18 @@ async fn answer(ctl: &mut Ctl, r: &eetf::Reference) -> Term {
 }
 
 fn report(what: &str, n: usize, us: f64) {
-    println!("{what:<28} {n:>8} msgs  {:>10.0} msg/s  ({:.2} s)", n as f64 / (us / 1e6), us / 1e6);
+    println!(
+        "{what:<28} {n:>8} msgs  {:>10.0} msg/s  ({:.2} s)",
+        n as f64 / (us / 1e6),
+        us / 1e6
+    );
 }
 
 fn report_rtt(what: &str, n: usize, us: f64) {
-    println!("{what:<28} {n:>8} round trips  {:>8.1} µs mean RTT", us / n as f64);
+    println!(
+        "{what:<28} {n:>8} round trips  {:>8.1} µs mean RTT",
+        us / n as f64
+    );
 }
 
 fn main() {
@@ -68,19 +80,34 @@ fn main() {
         println!("SKIPPED: erl is not installed");
         return;
     }
-    let n: usize = std::env::var("FLACK_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
+    // then this is a smoke run that only shows the paths work.
+    let measuring = std::env::args().any(|arg| arg == "--bench");
+    let n: usize = std::env::var("FLACK_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if measuring { 200_000 } else { 2_000 });
     let rtt_n = (n / 20).max(1000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let epmd = TestEpmd::start().await;
-        let node = Node::start(rust_config(&unique("rbench"), "c_bench", epmd.port)).await.expect("node");
+        let node = Node::start(rust_config(&unique("rbench"), "c_bench", epmd.port))
+            .await
+            .expect("node");
         let mut ctl = Ctl::new(&node);
         let e1 = Erl::start(&unique("ebench"), "c_bench", epmd.port, node.name(), &[]);
         let e2 = Erl::start(&unique("ebench"), "c_bench", epmd.port, node.name(), &[]);
         ctl.agent_up(&e1.name).await;
         ctl.agent_up(&e2.name).await;
         let payload = Term::from(Binary::from(vec![7u8; 100]));
-        let agent1 = pid_of(ctl.cmd(&e1.name, tuple(vec![atom("whereis"), atom("agent")])).await);
+        let agent1 = pid_of(
+            ctl.cmd(&e1.name, tuple(vec![atom("whereis"), atom("agent")]))
+                .await,
+        );
         println!("one connection, 100-byte binary payload, N = {n}");
 
         // Rust -> Erlang.
@@ -108,7 +135,16 @@ fn main() {
             Instant::now()
         });
         let t0 = Instant::now();
-        let r = cmd_async(&ctl, &e1.name, tuple(vec![atom("bench_send"), sink.clone().into(), int(n), payload.clone()]));
+        let r = cmd_async(
+            &ctl,
+            &e1.name,
+            tuple(vec![
+                atom("bench_send"),
+                sink.clone().into(),
+                int(n),
+                payload.clone(),
+            ]),
+        );
         let done = counter.await.expect("counter");
         answer(&mut ctl, &r).await;
         report("erlang -> rust", n, (done - t0).as_micros() as f64);
@@ -117,7 +153,11 @@ fn main() {
         let r = cmd_async(&ctl, &e2.name, tuple(vec![atom("bench_recv"), int(n)]));
         tokio::time::sleep(Duration::from_millis(100)).await;
         let agent2 = tuple(vec![atom("agent"), atom(&e2.name)]);
-        ctl.cmd(&e1.name, tuple(vec![atom("bench_send"), agent2, int(n), payload.clone()])).await;
+        ctl.cmd(
+            &e1.name,
+            tuple(vec![atom("bench_send"), agent2, int(n), payload.clone()]),
+        )
+        .await;
         report("erlang -> erlang", n, micros(&answer(&mut ctl, &r).await));
 
         // Latency: Erlang pings a Rust echo process; Rust pings an Erlang one.
@@ -129,24 +169,54 @@ fn main() {
                 if let Some([tag, Term::Pid(from), i]) = as_tuple(&m)
                     && as_atom(tag) == Some("ping")
                 {
-                    echo_node.send_from(&echo_pid, &Pid::from(from), tuple(vec![atom("pong"), i.clone()]));
+                    echo_node.send_from(
+                        &echo_pid,
+                        &Pid::from(from),
+                        tuple(vec![atom("pong"), i.clone()]),
+                    );
                 }
             }
         });
-        let us = micros(&ctl.cmd(&e1.name, tuple(vec![atom("bench_rtt"), echo.into(), int(rtt_n)])).await);
+        let us = micros(
+            &ctl.cmd(
+                &e1.name,
+                tuple(vec![atom("bench_rtt"), echo.into(), int(rtt_n)]),
+            )
+            .await,
+        );
         report_rtt("erlang -> rust -> erlang", rtt_n, us);
 
-        let erl_echo = pid_of(ctl.cmd(&e1.name, tuple(vec![atom("spawn_echo_on"), atom(&e1.name)])).await);
+        let erl_echo = pid_of(
+            ctl.cmd(&e1.name, tuple(vec![atom("spawn_echo_on"), atom(&e1.name)]))
+                .await,
+        );
         let (me, mut mb) = node.spawn_mailbox(1024);
         let t0 = Instant::now();
         for i in 0..rtt_n {
-            node.send_from(&me, &erl_echo, tuple(vec![atom("ping"), me.clone().into(), int(i)]));
+            node.send_from(
+                &me,
+                &erl_echo,
+                tuple(vec![atom("ping"), me.clone().into(), int(i)]),
+            );
             mb.recv().await.expect("pong");
         }
-        report_rtt("rust -> erlang -> rust", rtt_n, t0.elapsed().as_micros() as f64);
+        report_rtt(
+            "rust -> erlang -> rust",
+            rtt_n,
+            t0.elapsed().as_micros() as f64,
+        );
 
-        let e2_echo = pid_of(ctl.cmd(&e1.name, tuple(vec![atom("spawn_echo_on"), atom(&e2.name)])).await);
-        let us = micros(&ctl.cmd(&e1.name, tuple(vec![atom("bench_rtt"), e2_echo.into(), int(rtt_n)])).await);
+        let e2_echo = pid_of(
+            ctl.cmd(&e1.name, tuple(vec![atom("spawn_echo_on"), atom(&e2.name)]))
+                .await,
+        );
+        let us = micros(
+            &ctl.cmd(
+                &e1.name,
+                tuple(vec![atom("bench_rtt"), e2_echo.into(), int(rtt_n)]),
+            )
+            .await,
+        );
         report_rtt("erlang -> erlang -> erlang", rtt_n, us);
         node.shutdown().await;
     });

@@ -18,8 +18,8 @@ use crate::cluster::directory::Directory;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::node::ProcessTable;
-use crate::node::pid::NO_NODE;
+use crate::node::identity::NodeName;
+use crate::node::{Node, NodeConfig};
 
 /// A node that is serving.
 pub struct RunningNode {
@@ -53,12 +53,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", settings.listen))?;
     let local_addr = listener.local_addr()?;
-    let node_name: Arc<str> = Arc::from(NO_NODE);
+    let node = Node::start(node_config(&settings)?).await?;
+    let node_name: Arc<str> = Arc::from(node.name());
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
     let chat = Arc::new(ChatContext {
         directory: Arc::new(Directory::new(metrics.clone())),
-        processes: Arc::new(ProcessTable::new(node_name.clone(), 0)),
+        node: node.clone(),
         metrics: metrics.clone(),
         limits: ConnectionLimits {
             idle_timeout: settings.idle_timeout,
@@ -76,11 +77,53 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
     let router = http::router(state.clone(), settings.static_dir.clone());
     info!(listen = %local_addr, static_dir = %settings.static_dir.display(), "flack node serving");
     let grace = settings.shutdown_grace;
-    let task = tokio::spawn(http::serve(listener, router, state, grace));
+    let task = tokio::spawn(async move {
+        let served = http::serve(listener, router, state, grace).await;
+        node.shutdown().await;
+        served
+    });
     Ok(RunningNode {
         local_addr,
         shutdown,
         metrics,
         task,
     })
+}
+
+/// The Erlang node this flack node is: named by `-sname`/`-name` (else no
+/// distribution), with `-setcookie` or `~/.erlang.cookie`, `-hidden`, and
+/// `-kernel net_ticktime N`.
+fn node_config(settings: &Settings) -> anyhow::Result<NodeConfig> {
+    let erl = &settings.erl;
+    let name = match (&erl.sname, &erl.name) {
+        (Some(_), Some(_)) => anyhow::bail!("-sname and -name cannot both be given"),
+        (Some(short), None) => Some(NodeName::short(short)?),
+        (None, Some(long)) => Some(NodeName::long(long)?),
+        (None, None) => None,
+    };
+    let Some(name) = name else {
+        return Ok(NodeConfig::local());
+    };
+    let cookie = match &erl.cookie {
+        Some(cookie) => cookie.clone(),
+        None => {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+            crate::node::identity::cookie_from_file(
+                &std::path::Path::new(&home).join(".erlang.cookie"),
+            )?
+        }
+    };
+    let mut config = NodeConfig::named(name, &cookie);
+    config.hidden = erl.hidden;
+    if let Some(ticktime) = erl.app_value("kernel", "net_ticktime") {
+        let seconds: u64 = ticktime
+            .parse()
+            .ok()
+            .filter(|seconds| *seconds > 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!("-kernel net_ticktime {ticktime}: not a positive number of seconds")
+            })?;
+        config.net_ticktime = std::time::Duration::from_secs(seconds);
+    }
+    Ok(config)
 }

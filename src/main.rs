@@ -28,6 +28,9 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("epmd") {
+        return epmd(&args[2..]);
+    }
     let (erl, rest) = ErlArgs::extract(&args[1..])?;
     let cli = Cli::parse_from(std::iter::once(args[0].clone()).chain(rest));
     match cli.command {
@@ -40,6 +43,49 @@ fn run() -> anyhow::Result<()> {
             runtime.block_on(serve(settings))
         }
     }
+}
+
+/// `flack epmd [-daemon] [-names] [-port N]`: our own EPMD, for machines
+/// without Erlang, with `epmd`'s flags.
+fn epmd(args: &[String]) -> anyhow::Result<()> {
+    let mut port = flack::node::epmd::port_from_env();
+    let (mut daemon, mut names) = (false, false);
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "-daemon" => daemon = true,
+            "-names" => names = true,
+            "-port" => {
+                let value = words
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("-port needs a value"))?;
+                port = value
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("-port {value}: not a port number"))?;
+            }
+            other => {
+                anyhow::bail!("flack epmd: unknown argument {other} (use -daemon, -names, -port N)")
+            }
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    if names {
+        return match runtime.block_on(flack::node::epmd::server::names(port)) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(())
+            }
+            Err(_) => {
+                eprintln!("epmd: Cannot connect to local epmd");
+                std::process::exit(1);
+            }
+        };
+    }
+    if daemon {
+        let exe = std::env::current_exe()?;
+        return Ok(flack::node::epmd::server::spawn_daemon(&exe, port)?);
+    }
+    Ok(runtime.block_on(flack::node::epmd::server::run(port))?)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

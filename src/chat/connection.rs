@@ -23,8 +23,9 @@ use super::mailbox::{Mailbox, MailboxSender, mailbox};
 use super::protocol::{ProtocolError, encode};
 use super::session::{Session, Step};
 use crate::cluster::directory::Directory;
+use crate::cluster::records;
 use crate::metrics::Metrics;
-use crate::node::{Delivery, Inbox, Pid, ProcessTable};
+use crate::node::{Delivery, Inbox, Node, Pid};
 
 /// Close code for a client that could not keep up with its chats (4000-4999
 /// is the range RFC 6455 leaves to applications).
@@ -40,8 +41,8 @@ const WRITE_BATCH: usize = 64;
 pub struct ChatContext {
     /// The chat directory.
     pub directory: Arc<Directory>,
-    /// The node's processes (sessions are processes).
-    pub processes: Arc<ProcessTable>,
+    /// The Erlang node (sessions are its processes).
+    pub node: Node,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Connection limits.
@@ -72,6 +73,7 @@ enum Ending {
     Idle,
     SlowConsumer,
     Shutdown,
+    Killed,
 }
 
 impl std::fmt::Display for Ending {
@@ -84,17 +86,39 @@ impl std::fmt::Display for Ending {
             Self::Idle => write!(f, "idle timeout"),
             Self::SlowConsumer => write!(f, "slow consumer"),
             Self::Shutdown => write!(f, "node shutdown"),
+            Self::Killed => write!(f, "process ended by an exit signal"),
         }
     }
 }
 
-/// The session's inbox as the node sees it. Terms from Erlang peers are
-/// not chat events yet at this layer; the cluster layer converts them.
-struct SessionInbox;
+/// The session's inbox as the node sees it: chat records sent by members on
+/// other nodes (`{user_joined, ...}` and the rest) join the same bounded
+/// queue as local events; anything else is logged and dropped, as the
+/// original's session logs an unhandled message.
+struct SessionInbox {
+    route: MailboxSender,
+    metrics: Arc<Metrics>,
+}
 
 impl Inbox for SessionInbox {
-    fn deliver_term(&self, _from: Option<&Pid>, _message: eetf::Term) -> Delivery {
-        Delivery::Accepted
+    fn deliver_term(&self, from: Option<&Pid>, message: eetf::Term) -> Delivery {
+        match records::decode(&message) {
+            Ok(event) => {
+                let delivery = self.route.deliver(&Arc::new(event));
+                if delivery == Delivery::Accepted {
+                    Metrics::bump(&self.metrics.deliveries);
+                }
+                delivery
+            }
+            Err(error) => {
+                debug!(?from, %error, "session ignored a message that is not a chat record");
+                Delivery::Accepted
+            }
+        }
+    }
+
+    fn terminated(&self, _reason: &eetf::Term) {
+        self.route.control().flag_terminated();
     }
 }
 
@@ -105,10 +129,14 @@ pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
     metrics
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let pid = context.processes.spawn(Arc::new(SessionInbox));
+    let (route, mailbox) = mailbox(context.limits.outbound_queue);
+    let inbox = SessionInbox {
+        route: route.clone(),
+        metrics: context.metrics.clone(),
+    };
+    let pid = context.node.spawn(Arc::new(inbox));
     info!(%peer, %pid, "connection opened");
 
-    let (route, mailbox) = mailbox(context.limits.outbound_queue);
     let mut connection = Connection {
         socket,
         session: Session::new(),
@@ -119,7 +147,9 @@ pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
     let ending = connection.run(mailbox).await;
 
     context.directory.session_ended(&pid);
-    context.processes.remove(&pid);
+    context
+        .node
+        .exit_process(&pid, eetf::Term::from(eetf::Atom::from("normal")));
     metrics
         .connections_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -153,6 +183,10 @@ impl Connection {
                 }
                 () = control.wait_overflow() => {
                     return self.drop_slow_consumer().await;
+                }
+                () = control.wait_terminated() => {
+                    self.close(close_code::ERROR, "session process ended").await;
+                    return Ending::Killed;
                 }
                 frame = self.socket.next() => {
                     idle_deadline = Instant::now() + limits.idle_timeout;
