@@ -58,7 +58,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
     let chat = Arc::new(ChatContext {
-        directory: Arc::new(Directory::new(metrics.clone())),
+        directory: Arc::new(Directory::new(metrics.clone(), node.clone())),
         node: node.clone(),
         metrics: metrics.clone(),
         limits: ConnectionLimits {

@@ -17,12 +17,12 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use futures::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::mailbox::{Mailbox, MailboxSender, mailbox};
 use super::protocol::{ProtocolError, encode};
 use super::session::{Session, Step};
-use crate::cluster::directory::Directory;
+use crate::cluster::directory::{Directory, DirectoryError};
 use crate::cluster::records;
 use crate::metrics::Metrics;
 use crate::node::{Delivery, Inbox, Node, Pid};
@@ -74,6 +74,7 @@ enum Ending {
     SlowConsumer,
     Shutdown,
     Killed,
+    Unavailable(String),
 }
 
 impl std::fmt::Display for Ending {
@@ -87,6 +88,7 @@ impl std::fmt::Display for Ending {
             Self::SlowConsumer => write!(f, "slow consumer"),
             Self::Shutdown => write!(f, "node shutdown"),
             Self::Killed => write!(f, "process ended by an exit signal"),
+            Self::Unavailable(error) => write!(f, "{error}"),
         }
     }
 }
@@ -146,7 +148,7 @@ pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
     };
     let ending = connection.run(mailbox).await;
 
-    context.directory.session_ended(&pid);
+    context.directory.session_ended(&pid).await;
     context
         .node
         .exit_process(&pid, eetf::Term::from(eetf::Atom::from("normal")));
@@ -248,31 +250,48 @@ impl Connection {
         let reply = match step {
             Step::Reply(text) => text,
             Step::Authenticate(identity) => {
-                directory.register_user(&self.pid, &identity.user_name, &identity.user_id);
-                encode::authenticated(&identity.user_id)
+                match directory
+                    .register_user(
+                        &self.pid,
+                        &self.route,
+                        &identity.user_name,
+                        &identity.user_id,
+                    )
+                    .await
+                {
+                    Ok(_) => encode::authenticated(&identity.user_id),
+                    Err(error) => return Some(self.unavailable(error).await),
+                }
             }
-            Step::Join { chat } => match directory.join(&chat, &self.pid, self.route.clone()) {
+            Step::Join { chat } => match directory.join(&chat, &self.pid, self.route.clone()).await
+            {
                 Ok(members) => encode::chat_state(&chat, &members),
                 // The session tracks its chats, so the registry agrees; if it
                 // ever did not, the client sees the same error as a re-join.
-                Err(_) => return self.fail(ProtocolError::already_joined()).await,
+                Err(DirectoryError::Registry(_)) => {
+                    return self.fail(ProtocolError::already_joined()).await;
+                }
+                Err(error) => return Some(self.unavailable(error).await),
             },
             Step::Post { chat, message } => {
                 if let Some(identity) = self.session.identity() {
-                    directory.post(&chat, &identity.user_id, message);
+                    let user_id = identity.user_id.clone();
+                    directory.post(&chat, &self.pid, &user_id, message).await;
                 }
                 return None;
             }
             Step::Leave { chat } => {
                 if let Some(identity) = self.session.identity() {
-                    let _ = directory.leave(&chat, &self.pid, &identity.user_id);
+                    let user_id = identity.user_id.clone();
+                    let _ = directory.leave(&chat, &self.pid, &user_id).await;
                 }
                 return None;
             }
             Step::Goodbye { chats } => {
                 if let Some(identity) = self.session.identity() {
+                    let user_id = identity.user_id.clone();
                     for chat in chats {
-                        let _ = directory.leave(&chat, &self.pid, &identity.user_id);
+                        let _ = directory.leave(&chat, &self.pid, &user_id).await;
                     }
                 }
                 let _ = self.send_text(encode::server_goodbye()).await;
@@ -282,6 +301,14 @@ impl Connection {
             Step::Fail(error) => return self.fail(error).await,
         };
         self.send_text(reply).await.err()
+    }
+
+    /// The cluster registry did not answer: the original's connection
+    /// process would crash on the gproc timeout; this one closes with 1011.
+    async fn unavailable(&mut self, error: DirectoryError) -> Ending {
+        warn!(pid = %self.pid, %error, "closing a connection: the registry is unavailable");
+        self.close(close_code::ERROR, "registry unavailable").await;
+        Ending::Unavailable(error.to_string())
     }
 
     async fn fail(&mut self, error: ProtocolError) -> Option<Ending> {

@@ -55,6 +55,22 @@ pub enum Change {
         /// The former member.
         pid: eetf::Pid,
     },
+    /// A counter `{c,g,Name}` owned by `owner` has this value.
+    Counter {
+        /// The counter's name.
+        name: Term,
+        /// Its owner.
+        owner: eetf::Pid,
+        /// Its value.
+        value: i64,
+    },
+    /// The counter `{c,g,Name}` of `owner` is gone.
+    CounterGone {
+        /// The counter's name.
+        name: Term,
+        /// Its former owner.
+        owner: eetf::Pid,
+    },
 }
 
 /// What a leader call produced: the reply and, when the table changed or
@@ -209,6 +225,21 @@ impl GprocTable {
         self.regs.is_empty()
     }
 
+    /// Every pid that owns a registration (gproc monitors each of them on
+    /// every node).
+    pub fn owners(&self) -> Vec<eetf::Pid> {
+        let mut owners: Vec<eetf::Pid> = self
+            .regs
+            .values()
+            .filter_map(|(owner, _)| as_pid(owner).cloned())
+            .collect();
+        owners.sort_by(|a, b| {
+            (a.node.name.as_str(), a.id, a.serial).cmp(&(b.node.name.as_str(), b.id, b.serial))
+        });
+        owners.dedup();
+        owners
+    }
+
     /// The registration `{Key, T}`: `(Owner, Value)`.
     pub fn lookup(&self, key: &Term, t: &Term) -> Option<&(Term, Term)> {
         self.regs.get(&(key.clone(), t.clone()))
@@ -249,6 +280,26 @@ impl GprocTable {
             pid: pid.clone(),
             user_name: text(keyfind(attrs, "username")?)?,
             user_id: text(keyfind(attrs, "user_id")?)?,
+        })
+    }
+
+    fn counter_change(key: &Term, owner: &Term, value: Option<&Term>) -> Option<Change> {
+        let (kind, name) = global_key(key)?;
+        if kind != "c" {
+            return None;
+        }
+        let owner = as_pid(owner)?.clone();
+        Some(match value {
+            Some(Term::FixInteger(value)) => Change::Counter {
+                name: name.clone(),
+                owner,
+                value: i64::from(value.value),
+            },
+            Some(_) => return None,
+            None => Change::CounterGone {
+                name: name.clone(),
+                owner,
+            },
         })
     }
 
@@ -294,6 +345,7 @@ impl GprocTable {
                 if previous.is_none() {
                     changes.extend(Self::membership_change(&key, owner, true));
                 }
+                changes.extend(Self::counter_change(&key, owner, Some(value)));
                 changes.extend(self.user_change(owner, &key));
                 true
             }
@@ -335,6 +387,7 @@ impl GprocTable {
                 self.regs.remove(&slot);
                 self.reverse.remove(&(owner.clone(), key.clone()));
                 changes.extend(Self::membership_change(key, owner, false));
+                changes.extend(Self::counter_change(key, owner, None));
                 if kind == "n"
                     && let Some(pid) = as_pid(owner)
                     && global_key(key).is_some_and(|(_, name)| name == owner)
@@ -434,6 +487,7 @@ impl GprocTable {
         for key in remote {
             if let Some((owner, _)) = self.regs.remove(&key) {
                 changes.extend(Self::membership_change(&key.0, &owner, false));
+                changes.extend(Self::counter_change(&key.0, &owner, None));
                 if let (Some(pid), Some(("n", name))) = (as_pid(&owner), global_key(&key.0))
                     && *name == owner
                 {
@@ -569,7 +623,9 @@ impl GprocTable {
                 &fields[1], &fields[2], &fields[3], &fields[4], &fields[5], changes,
             ),
             ("unreg" | "unreg_other", 3) => self.unreg(&fields[1], &fields[2], changes),
-            ("update_counter", 4) => self.update_counter(&fields[1], &fields[2], &fields[3]),
+            ("update_counter", 4) => {
+                self.update_counter(&fields[1], &fields[2], &fields[3], changes)
+            }
             ("set_attributes", 4) => {
                 self.set_attributes(&fields[1], &fields[2], &fields[3], changes)
             }
@@ -601,6 +657,7 @@ impl GprocTable {
             None => {
                 self.regs.insert(slot, (owner.clone(), value.clone()));
                 changes.extend(Self::membership_change(key, owner, true));
+                changes.extend(Self::counter_change(key, owner, Some(value)));
                 let initial = if kind == "c" {
                     list(vec![tuple(vec![atom("initial"), value.clone()])])
                 } else {
@@ -710,6 +767,7 @@ impl GprocTable {
         key: &Term,
         increment: &Term,
         owner: &Term,
+        changes: &mut Vec<Change>,
     ) -> Option<LeaderReply> {
         let (kind, _) = global_key(key)?;
         let Term::FixInteger(increment) = increment else {
@@ -725,6 +783,7 @@ impl GprocTable {
         };
         let updated = current.value.checked_add(increment.value)?;
         *value = Term::from(eetf::FixInteger::from(updated));
+        changes.extend(Self::counter_change(key, holder, Some(value)));
         let object = tuple(vec![
             tuple(vec![slot.0, slot.1]),
             holder.clone(),
