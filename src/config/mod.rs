@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod erl_args;
+pub mod erl_term;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
