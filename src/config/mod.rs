@@ -4,6 +4,8 @@
 pub mod cli;
 pub mod erl_args;
 pub mod erl_term;
+pub mod sys_config;
+pub mod vm_args;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
