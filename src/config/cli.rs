@@ -54,4 +54,10 @@ pub struct RunArgs {
     /// Seconds given to open connections to close on shutdown.
     #[arg(long, default_value_t = 5)]
     pub shutdown_grace_secs: u64,
+    /// The sys.config to read [default: `releases/<version>/sys.config` of the release, if present].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The vm.args to read [default: `releases/<version>/vm.args` of the release, if present].
+    #[arg(long, value_name = "PATH")]
+    pub vm_args: Option<PathBuf>,
 }
