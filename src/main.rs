@@ -46,6 +46,10 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
             runtime.block_on(serve(settings))?;
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Ping(run) => {
+            let settings = Settings::resolve(&run, erl)?;
+            Ok(flack::release::ping(&settings))
+        }
     }
 }
 

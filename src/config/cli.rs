@@ -25,6 +25,10 @@ pub enum Command {
     Foreground(RunArgs),
     /// Run a node in the foreground (the release's `console`; same as foreground).
     Console(RunArgs),
+    /// Ask the node these options describe whether it is serving (its `GET
+    /// /health`): prints `pong` and exits 0, or says it is not responding and
+    /// exits 1. The release's `bin/flack ping` runs this.
+    Ping(RunArgs),
 }
 
 /// Options of a running node. Erlang-style `-flack port N` works as well as `--port N`.
