@@ -18,7 +18,7 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("flack: {error:#}");
             std::process::ExitCode::FAILURE
@@ -26,7 +26,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
+fn run() -> anyhow::Result<std::process::ExitCode> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("epmd") {
         return epmd(&args[2..]);
@@ -39,8 +39,19 @@ fn run() -> anyhow::Result<()> {
                 warn!(flag, "emulator flag has no effect on a Rust node; ignored");
             }
             let settings = Settings::resolve(&run, erl)?;
+            for file in &settings.config_files {
+                info!(file = %file.display(), "configuration read");
+            }
+            for warning in &settings.warnings {
+                warn!("{warning}");
+            }
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(serve(settings))
+            runtime.block_on(serve(settings))?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Ping(run) => {
+            let settings = Settings::resolve(&run, erl)?;
+            Ok(flack::release::ping(&settings))
         }
     }
 }

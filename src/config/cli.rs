@@ -25,6 +25,10 @@ pub enum Command {
     Foreground(RunArgs),
     /// Run a node in the foreground (the release's `console`; same as foreground).
     Console(RunArgs),
+    /// Ask the node these options describe whether it is serving (its `GET
+    /// /health`): prints `pong` and exits 0, or says it is not responding and
+    /// exits 1. The release's `bin/flack ping` runs this.
+    Ping(RunArgs),
 }
 
 /// Options of a running node. Erlang-style `-flack port N` works as well as `--port N`.
@@ -54,4 +58,10 @@ pub struct RunArgs {
     /// Seconds given to open connections to close on shutdown.
     #[arg(long, default_value_t = 5)]
     pub shutdown_grace_secs: u64,
+    /// The sys.config to read [default: `releases/<version>/sys.config` of the release, if present].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The vm.args to read [default: `releases/<version>/vm.args` of the release, if present].
+    #[arg(long, value_name = "PATH")]
+    pub vm_args: Option<PathBuf>,
 }
