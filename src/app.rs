@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -15,7 +16,10 @@ use tracing::info;
 
 use crate::chat::connection::{ChatContext, ConnectionLimits};
 use crate::cluster::directory::Directory;
+use crate::cluster::gproc_dist::{ClusterStatus, GprocDist as Candidate, GprocDistConfig};
+use crate::config::NodeName as ConfigName;
 use crate::config::Settings;
+use crate::config::sys_config::GprocDist;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::node::identity::NodeName;
@@ -29,10 +33,18 @@ pub struct RunningNode {
     pub shutdown: CancellationToken,
     /// Counters, for tests and the metrics endpoint.
     pub metrics: Arc<Metrics>,
+    /// The Erlang node.
+    pub node: Node,
+    directory: Arc<Directory>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningNode {
+    /// This node's view of the gproc_dist cluster, when it is in one.
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        self.directory.cluster().map(|cluster| cluster.status())
+    }
+
     /// Shuts down and waits until every session has closed (or the grace
     /// period is over).
     pub async fn stop(self) -> anyhow::Result<()> {
@@ -58,7 +70,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
     let chat = Arc::new(ChatContext {
-        directory: Arc::new(Directory::new(metrics.clone(), node.clone())),
+        directory: Directory::new(metrics.clone(), node.clone()),
         node: node.clone(),
         metrics: metrics.clone(),
         limits: ConnectionLimits {
@@ -69,6 +81,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
         },
         shutdown: shutdown.clone(),
     });
+    if let Some(config) = cluster_config(&settings, &node)? {
+        let observer: Arc<dyn crate::cluster::gproc_dist::RegistryObserver> =
+            chat.directory.clone();
+        let candidate = Candidate::start(node.clone(), config, observer, shutdown.clone())?;
+        chat.directory.join_cluster(candidate);
+    }
+    let directory = chat.directory.clone();
     let state = AppState {
         chat,
         sessions: TaskTracker::new(),
@@ -77,6 +96,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
     let router = http::router(state.clone(), settings.static_dir.clone());
     info!(listen = %local_addr, static_dir = %settings.static_dir.display(), "flack node serving");
     let grace = settings.shutdown_grace;
+    let running_node = node.clone();
     let task = tokio::spawn(async move {
         let served = http::serve(listener, router, state, grace).await;
         node.shutdown().await;
@@ -86,25 +106,22 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
         local_addr,
         shutdown,
         metrics,
+        node: running_node,
+        directory,
         task,
     })
 }
 
 /// The Erlang node this flack node is: named by `-sname`/`-name` (else no
 /// distribution), with `-setcookie` or `~/.erlang.cookie`, `-hidden`, and
-/// `-kernel net_ticktime N`.
+/// `net_ticktime`.
 fn node_config(settings: &Settings) -> anyhow::Result<NodeConfig> {
-    let erl = &settings.erl;
-    let name = match (&erl.sname, &erl.name) {
-        (Some(_), Some(_)) => anyhow::bail!("-sname and -name cannot both be given"),
-        (Some(short), None) => Some(NodeName::short(short)?),
-        (None, Some(long)) => Some(NodeName::long(long)?),
-        (None, None) => None,
+    let name = match &settings.node_name {
+        None => return Ok(NodeConfig::local()),
+        Some(ConfigName::Short(spec)) => NodeName::short(spec)?,
+        Some(ConfigName::Long(spec)) => NodeName::long(spec)?,
     };
-    let Some(name) = name else {
-        return Ok(NodeConfig::local());
-    };
-    let cookie = match &erl.cookie {
+    let cookie = match &settings.cookie {
         Some(cookie) => cookie.clone(),
         None => {
             let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
@@ -114,16 +131,33 @@ fn node_config(settings: &Settings) -> anyhow::Result<NodeConfig> {
         }
     };
     let mut config = NodeConfig::named(name, &cookie);
-    config.hidden = erl.hidden;
-    if let Some(ticktime) = erl.app_value("kernel", "net_ticktime") {
-        let seconds: u64 = ticktime
-            .parse()
-            .ok()
-            .filter(|seconds| *seconds > 0)
-            .ok_or_else(|| {
-                anyhow::anyhow!("-kernel net_ticktime {ticktime}: not a positive number of seconds")
-            })?;
-        config.net_ticktime = std::time::Duration::from_secs(seconds);
-    }
+    config.hidden = settings.hidden;
+    config.net_ticktime = settings.net_ticktime;
+    config.epmd_port = settings.epmd_port;
     Ok(config)
+}
+
+/// The gproc_dist candidate, when sys.config names candidates. `all` is
+/// read as the original does at start: this node and the nodes it is
+/// connected to, which at start is only itself.
+fn cluster_config(settings: &Settings, node: &Node) -> anyhow::Result<Option<GprocDistConfig>> {
+    let candidates = match &settings.gproc_dist {
+        GprocDist::Off => return Ok(None),
+        GprocDist::All => vec![node.name().to_owned()],
+        GprocDist::Candidates { nodes, .. } => nodes.clone(),
+    };
+    if !node.is_distributed() {
+        if candidates.len() > 1 {
+            anyhow::bail!(
+                "gproc_dist names candidates {candidates:?} but the node has no name (-sname or -name)"
+            );
+        }
+        return Ok(None);
+    }
+    Ok(Some(GprocDistConfig {
+        candidates,
+        heartbeat: Duration::from_secs(5),
+        data_dir: settings.data_dir.clone(),
+        call_timeout: Duration::from_secs(5),
+    }))
 }

@@ -29,7 +29,7 @@ fn main() -> std::process::ExitCode {
 fn run() -> anyhow::Result<std::process::ExitCode> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("epmd") {
-        return epmd(&args[2..]);
+        return epmd(&args[2..]).map(|()| std::process::ExitCode::SUCCESS);
     }
     let (erl, rest) = ErlArgs::extract(&args[1..])?;
     let cli = Cli::parse_from(std::iter::once(args[0].clone()).chain(rest));

@@ -255,6 +255,8 @@ async fn two_nodes_start_ping_chat_and_stop() {
 
     chat(addr(port1), addr(port1)).await;
     chat(addr(port2), addr(port2)).await;
+    // The two nodes form one gproc_dist cluster: a room spans both.
+    chat(addr(port1), addr(port2)).await;
 
     flack1.stop();
     flack2.stop();
@@ -270,18 +272,6 @@ async fn two_nodes_start_ping_chat_and_stop() {
         assert_eq!(pid.status.code(), Some(1));
     }
     assert!(!listening(port1) && !listening(port2));
-}
-
-#[tokio::test]
-#[ignore = "needs the cluster layer (issue 4)"]
-async fn two_nodes_share_rooms() {
-    let (flack1, flack2, _) = two_node_cluster();
-    let (port1, port2) = (free_port(), free_port());
-    flack1.start(&["-flack", "port", &port1.to_string()]);
-    flack2.start(&["-flack", "port", &port2.to_string()]);
-    chat(addr(port1), addr(port2)).await;
-    flack1.stop();
-    flack2.stop();
 }
 
 #[test]

@@ -25,7 +25,7 @@
 //! closed by its own session (see [`crate::chat::mailbox`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use eetf::Term;
 use parking_lot::Mutex;
@@ -71,6 +71,8 @@ struct Counter {
 
 /// The shared chat directory of this node.
 pub struct Directory {
+    /// This directory, for tasks it starts itself.
+    this: Weak<Directory>,
     registry: Mutex<Registry<Route>>,
     metrics: Arc<Metrics>,
     node: Node,
@@ -99,15 +101,16 @@ fn chat_key(chat: &str) -> Term {
 impl Directory {
     /// A directory with an empty registry; single-node until
     /// [`Directory::join_cluster`].
-    pub fn new(metrics: Arc<Metrics>, node: Node) -> Self {
-        Self {
+    pub fn new(metrics: Arc<Metrics>, node: Node) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             registry: Mutex::new(Registry::new()),
             metrics,
             node,
             cluster: OnceLock::new(),
             routes: Mutex::new(HashMap::new()),
             counters: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Switches to cluster mode: from now on writes go through `gproc`.
@@ -548,41 +551,49 @@ impl Directory {
         if self.routes.lock().contains_key(pid) {
             return; // our own session: it announces its own departure
         }
-        let timestamp = timestamp_now();
-        let registry = self.registry.lock();
-        for chat in chats {
-            let Some(entry) = registry.chat(&chat) else {
-                continue;
-            };
-            let locals: Vec<MailboxSender> = entry
-                .members()
-                .iter()
-                .filter_map(|member| match &member.route {
-                    Route::Local(queue) => Some(queue.clone()),
-                    Route::Remote(_) => None,
-                })
-                .collect();
-            if locals.is_empty() {
-                continue;
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        // The sequence number is a leader call, which must not be awaited on
+        // the gproc_dist task that is telling us about the change.
+        tokio::spawn(async move {
+            for chat in chats {
+                let has_local_members = this.registry.lock().chat(&chat).is_some_and(|entry| {
+                    entry
+                        .members()
+                        .iter()
+                        .any(|member| matches!(member.route, Route::Local(_)))
+                });
+                if !has_local_members {
+                    continue;
+                }
+                let sequence = this.next_sequence(&chat).await;
+                let event = Arc::new(ChatEvent::new(
+                    chat.clone(),
+                    EventKind::Left {
+                        user_id: attrs.user_id.to_string(),
+                    },
+                    timestamp_now(),
+                    sequence,
+                ));
+                let locals: Vec<Route> = this
+                    .registry
+                    .lock()
+                    .chat(&chat)
+                    .map(|entry| {
+                        entry
+                            .members()
+                            .iter()
+                            .filter(|member| matches!(member.route, Route::Local(_)))
+                            .map(|member| member.route.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for route in locals {
+                    this.deliver(&route, &event, None, None);
+                }
             }
-            let sequence = self
-                .counters
-                .lock()
-                .get(&chat)
-                .map(|counter| counter.last)
-                .unwrap_or(0);
-            let event = Arc::new(ChatEvent::new(
-                chat.clone(),
-                EventKind::Left {
-                    user_id: attrs.user_id.to_string(),
-                },
-                timestamp.clone(),
-                sequence,
-            ));
-            for queue in locals {
-                self.deliver(&Route::Local(queue), &event, None, None);
-            }
-        }
+        });
     }
 }
 
@@ -604,7 +615,7 @@ mod tests {
         out
     }
 
-    async fn directory() -> Directory {
+    async fn directory() -> Arc<Directory> {
         let node = Node::start(NodeConfig::local()).await.expect("local node");
         Directory::new(Arc::new(Metrics::default()), node)
     }

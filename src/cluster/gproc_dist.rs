@@ -348,12 +348,12 @@ impl Actor {
             self.feed(Input::Message(message));
             return;
         }
-        if let Some((reference, reason)) = down_message(&term) {
-            if let Some(node) = self.node_monitors.remove(&reference) {
-                debug!(%node, %reason, "candidate down");
-                self.feed(Input::Down(node));
-                return;
-            }
+        if let Some((reference, reason)) = down_message(&term)
+            && let Some(node) = self.node_monitors.remove(&reference)
+        {
+            debug!(%node, %reason, "candidate down");
+            self.feed(Input::Down(node));
+            return;
         }
         if self.election.in_election() {
             self.defer(Deferred::Message(from, term));
@@ -402,7 +402,7 @@ impl Actor {
         match (fields.first().and_then(as_atom), fields.len()) {
             (Some("$leader_call"), 3) => self.remote_call(&fields[1], &fields[2]),
             (Some("$leader_cast"), 2) => self.cast(fields[1].clone()),
-            (Some("from_leader"), 2) => self.from_leader(&fields[1]),
+            (Some("from_leader"), 2) => self.apply_broadcast(&fields[1]),
             (Some("$gen_call"), 3) => self.gen_call(&fields[1], &fields[2]),
             (Some("DOWN"), 5) => self.pid_down(&term),
             _ => {
@@ -507,7 +507,7 @@ impl Actor {
         }
     }
 
-    fn from_leader(&mut self, ops: &Term) {
+    fn apply_broadcast(&mut self, ops: &Term) {
         let connected = self.connected();
         self.election.refresh_down(connected);
         if let Some([tag, reference]) = as_tuple(ops)

@@ -64,4 +64,7 @@ pub struct RunArgs {
     /// The vm.args to read [default: `releases/<version>/vm.args` of the release, if present].
     #[arg(long, value_name = "PATH")]
     pub vm_args: Option<PathBuf>,
+    /// Where node state lives (gen_leader's incarnation file) [default: `var/` of the release, else `.`].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }

@@ -66,6 +66,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The web client's directory.
     pub static_dir: PathBuf,
+    /// Where node state lives: gen_leader's incarnation file
+    /// `gproc_dist_<node>` (the original writes it in the VM's working
+    /// directory).
+    pub data_dir: PathBuf,
     /// Idle timeout of a websocket connection.
     pub idle_timeout: Duration,
     /// Largest client frame accepted.
@@ -82,6 +86,8 @@ pub struct Settings {
     pub cookie: Option<String>,
     /// `-hidden`.
     pub hidden: bool,
+    /// The EPMD port (`ERL_EPMD_PORT`, else 4369).
+    pub epmd_port: u16,
     /// `{kernel, [{net_ticktime, N}]}` or `-kernel net_ticktime N`; 60 s as
     /// in Erlang when not set.
     pub net_ticktime: Duration,
@@ -247,6 +253,12 @@ impl Settings {
         Ok(Self {
             listen: SocketAddr::new(run.bind, port),
             static_dir: run.static_dir.clone().unwrap_or_else(default_static_dir),
+            epmd_port: crate::node::epmd::port_from_env(),
+            data_dir: run
+                .data_dir
+                .clone()
+                .or_else(|| release_root().map(|root| root.join("var")))
+                .unwrap_or_else(|| PathBuf::from(".")),
             idle_timeout: Duration::from_secs(run.idle_timeout_secs),
             max_frame_bytes: run.max_frame_bytes,
             outbound_queue: run.outbound_queue.max(1),

@@ -34,6 +34,7 @@ pub fn run_args() -> RunArgs {
         shutdown_grace_secs: 5,
         config: None,
         vm_args: None,
+        data_dir: None,
     }
 }
 
