@@ -95,9 +95,15 @@ async fn health(State(state): State<AppState>) -> Response {
         .metrics
         .connections_open
         .load(std::sync::atomic::Ordering::Relaxed);
+    let cluster = state
+        .chat
+        .directory
+        .cluster()
+        .map(|cluster| cluster.status());
     Json(json!({
         "status": "ok",
         "node": &*state.node_name,
+        "cluster": cluster,
         "version": env!("CARGO_PKG_VERSION"),
         "connections": connections,
         "rooms": gauges.rooms,
