@@ -335,3 +335,66 @@ async fn the_leader_dies_and_the_next_candidate_takes_over_then_keeps_it() {
         cluster.stop(index).await;
     }
 }
+
+/// Users join one room at once on three nodes. Registering first and then
+/// reading the members makes every joiner learn every other member, from
+/// its chat_state or a later joined, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_joiners_on_three_nodes_learn_every_member_exactly_once() {
+    const PER_NODE: usize = 20;
+    let mut cluster = Cluster::start(3).await;
+    cluster.settled().await;
+    let mut clients = Vec::new();
+    for index in 0..3 {
+        for n in 0..PER_NODE {
+            clients.push(
+                Client::login(cluster.node(index).local_addr, &format!("u{index}-{n}")).await,
+            );
+        }
+    }
+    let total = clients.len();
+    let ids: HashSet<String> = clients
+        .iter()
+        .map(|client| client.user_id.clone())
+        .collect();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                client
+                    .send(serde_json::json!({"record": "join_chat", "chat_name": "crowd"}))
+                    .await;
+                let mut known: std::collections::HashMap<String, usize> = Default::default();
+                let state = next(&mut client, "chat_state").await;
+                for user in state["users"].as_array().expect("users") {
+                    *known
+                        .entry(user["user_id"].as_str().expect("id").to_owned())
+                        .or_default() += 1;
+                }
+                while known.len() < total {
+                    let joined = next(&mut client, "joined").await;
+                    *known
+                        .entry(joined["user_id"].as_str().expect("id").to_owned())
+                        .or_default() += 1;
+                }
+                (client, known)
+            })
+        })
+        .collect();
+    let mut finished = Vec::new();
+    for task in tasks {
+        finished.push(task.await.expect("joiner finished"));
+    }
+    for (client, known) in &mut finished {
+        assert_eq!(known.keys().cloned().collect::<HashSet<_>>(), ids);
+        let twice: Vec<_> = known.iter().filter(|(_, count)| **count > 1).collect();
+        assert!(twice.is_empty(), "learned more than once: {twice:?}");
+        // Nothing else pending: the next record is the ping reply.
+        client.send(serde_json::json!({"record": "ping"})).await;
+        assert_eq!(client.expect_any().await["record"], "ping_reply");
+    }
+    drop(finished);
+    for index in 0..3 {
+        cluster.stop(index).await;
+    }
+}

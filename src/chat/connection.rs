@@ -19,6 +19,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::event::{ChatEvent, EventKind};
 use super::mailbox::{Mailbox, MailboxSender, mailbox};
 use super::protocol::{ProtocolError, encode};
 use super::session::{Session, Step};
@@ -132,11 +133,11 @@ pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (route, mailbox) = mailbox(context.limits.outbound_queue);
-    let inbox = SessionInbox {
+    let inbox = Arc::new(SessionInbox {
         route: route.clone(),
         metrics: context.metrics.clone(),
-    };
-    let pid = context.node.spawn(Arc::new(inbox));
+    });
+    let pid = context.node.spawn(inbox);
     info!(%peer, %pid, "connection opened");
 
     let mut connection = Connection {
@@ -197,6 +198,9 @@ impl Connection {
                     }
                 }
                 Some(event) = mailbox.events.recv() => {
+                    if self.already_known(&event) {
+                        continue;
+                    }
                     if let Err(ending) = self.write_events(event.json.clone(), &mut mailbox).await {
                         return ending;
                     }
@@ -331,6 +335,21 @@ impl Connection {
         }
     }
 
+    /// In a cluster, a member on another node may announce its join to
+    /// everyone, as the original does, including members that registered
+    /// after it and so already list it in their chat_state. Such a `joined`
+    /// is dropped here, when the session is past its own join, so each
+    /// member is learned exactly once.
+    fn already_known(&self, event: &ChatEvent) -> bool {
+        match &event.kind {
+            EventKind::Joined { user_id, .. } if self.context.directory.cluster().is_some() => self
+                .context
+                .directory
+                .known_from_chat_state(&event.chat, user_id, &self.pid),
+            _ => false,
+        }
+    }
+
     /// Writes `first` and whatever else is already queued, then flushes once.
     async fn write_events(
         &mut self,
@@ -345,6 +364,7 @@ impl Connection {
             written += 1;
             while written < WRITE_BATCH as u64 {
                 match mailbox.events.try_recv() {
+                    Ok(event) if self.already_known(&event) => {}
                     Ok(event) => {
                         self.socket.feed(Message::Text(event.json.clone())).await?;
                         written += 1;

@@ -473,6 +473,29 @@ impl Directory {
         counter.last
     }
 
+    /// Whether a `joined` for `user_id` in `chat`, arriving for local
+    /// member `member`, announces someone registered before that member:
+    /// then the member already listed it in its chat_state, and the event
+    /// would make it known twice.
+    pub fn known_from_chat_state(&self, chat: &str, user_id: &str, member: &Pid) -> bool {
+        let registry = self.registry.lock();
+        let Some(entry) = registry.chat(chat) else {
+            return false;
+        };
+        for candidate in entry.members() {
+            if &candidate.pid == member {
+                return false;
+            }
+            if registry
+                .user(&candidate.pid)
+                .is_some_and(|attrs| &*attrs.user_id == user_id)
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     fn route_for(&self, pid: &Pid) -> Route {
         match self.routes.lock().get(pid) {
             Some(queue) => Route::Local(queue.clone()),
