@@ -53,6 +53,10 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
             let settings = Settings::resolve(&run, erl)?;
             Ok(flack::release::ping(&settings))
         }
+        Command::Cluster(run) => {
+            let settings = Settings::resolve(&run, erl)?;
+            Ok(flack::release::cluster(&settings))
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! What the release's start script `bin/flack` asks of the binary:
-//! `flack ping`.
+//! `flack ping` and `flack cluster`.
 //!
 //! relx's `ping` asks the node over Erlang distribution. This one asks the
 //! node's `GET /health` on the address its settings resolve to (the same
@@ -36,6 +36,62 @@ pub fn ping(settings: &Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints the cluster view of the node `settings` describe: its role, the
+/// gproc_dist leader, candidates up and down, and the registry's size.
+pub fn cluster(settings: &Settings) -> ExitCode {
+    let addr = health_addr(settings.listen);
+    let health = match get_health(addr) {
+        Ok(health) => health,
+        Err(reason) => {
+            eprintln!("GET http://{addr}/health: {reason}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let node = health.get("node").and_then(|n| n.as_str()).unwrap_or("?");
+    let Some(cluster) = health.get("cluster").filter(|c| !c.is_null()) else {
+        println!("node:       {node}");
+        println!("cluster:    none (no gproc_dist candidates configured; a cluster of one)");
+        return ExitCode::SUCCESS;
+    };
+    let text = |key: &str| {
+        cluster
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let list = |key: &str| -> Vec<String> {
+        cluster
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let down = list("down");
+    let up: Vec<String> = list("candidates")
+        .into_iter()
+        .filter(|c| !down.contains(c))
+        .collect();
+    println!("node:       {node}");
+    println!("role:       {}", text("role"));
+    println!("leader:     {}", text("leader"));
+    println!("candidates: {} up: {}", up.len(), up.join(" "));
+    println!("            {} down: {}", down.len(), down.join(" "));
+    println!(
+        "registry:   {} registrations",
+        cluster
+            .get("registry_size")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0)
+    );
+    ExitCode::SUCCESS
 }
 
 /// Where to reach a node that listens on `listen`: the loopback address when

@@ -239,6 +239,26 @@ async fn three_rust_nodes_elect_one_leader_and_share_rooms() {
     let leader = cluster.settled_with(3).await;
     assert_eq!(leader, cluster.names[0], "the first candidate leads");
 
+    // `flack cluster` shows the node's view.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_flack"))
+        .args([
+            "cluster",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &third.port().to_string(),
+        ])
+        .output()
+        .expect("flack cluster runs");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(text.contains("role:       follower"), "{text}");
+    assert!(
+        text.contains(&format!("leader:     {}", cluster.names[0])),
+        "{text}"
+    );
+    assert!(text.contains("candidates: 3 up"), "{text}");
+
     let mut alice = Client::login(cluster.node(0).local_addr, "alice").await;
     let mut bob = Client::login(cluster.node(1).local_addr, "bob").await;
     let mut carol = Client::login(third, "carol").await;

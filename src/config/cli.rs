@@ -29,6 +29,10 @@ pub enum Command {
     /// /health`): prints `pong` and exits 0, or says it is not responding and
     /// exits 1. The release's `bin/flack ping` runs this.
     Ping(RunArgs),
+    /// Show the cluster as the node these options describe sees it: its role
+    /// (leader, follower, candidate), the gproc_dist leader, the candidates
+    /// up and down, and the size of the global registry.
+    Cluster(RunArgs),
 }
 
 /// Options of a running node. Erlang-style `-flack port N` works as well as `--port N`.

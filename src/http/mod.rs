@@ -114,7 +114,10 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.chat.metrics.render(state.chat.directory.gauges());
+    let mut body = state.chat.metrics.render(state.chat.directory.gauges());
+    if let Some(cluster) = state.chat.directory.cluster() {
+        body.push_str(&crate::metrics::render_cluster(&cluster.status()));
+    }
     (
         StatusCode::OK,
         [(
