@@ -3,12 +3,14 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::SinkExt;
 use serde_json::{Value, json};
-use support::{Client, Received, keys, node, node_with, run_args};
+use support::{
+    Client, Received, assert_each_learned_once, join_all_at_once, keys, node, node_with, run_args,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 fn is_timestamp(value: &Value) -> bool {
@@ -321,44 +323,8 @@ async fn simultaneous_joiners_each_learn_every_member_exactly_once() {
         .collect();
 
     // Everyone sends join_chat at once, then reads until it knows everyone.
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .map(|mut client| {
-            tokio::spawn(async move {
-                client
-                    .send(json!({"record": "join_chat", "chat_name": "crowd"}))
-                    .await;
-                let mut known: HashMap<String, usize> = HashMap::new();
-                let state = client.expect("chat_state").await;
-                for user in state["users"].as_array().expect("users") {
-                    *known
-                        .entry(user["user_id"].as_str().expect("id").to_owned())
-                        .or_default() += 1;
-                }
-                while known.len() < CLIENTS {
-                    let joined = client.expect("joined").await;
-                    *known
-                        .entry(joined["user_id"].as_str().expect("id").to_owned())
-                        .or_default() += 1;
-                }
-                (client, known)
-            })
-        })
-        .collect();
-    let mut finished = Vec::new();
-    for task in tasks {
-        finished.push(task.await.expect("joiner finished"));
-    }
-    for (client, known) in &mut finished {
-        assert_eq!(known.keys().cloned().collect::<HashSet<_>>(), ids);
-        assert!(
-            known.values().all(|&count| count == 1),
-            "someone was learned twice"
-        );
-        // Nothing more is pending: a ping is answered next.
-        client.send(json!({"record": "ping"})).await;
-        client.expect("ping_reply").await;
-    }
+    let mut finished = join_all_at_once(clients, "crowd", CLIENTS).await;
+    assert_each_learned_once(&mut finished, &ids).await;
     node.stop().await.expect("clean stop");
 }
 

@@ -17,7 +17,7 @@ use flack::config::sys_config::GprocDist;
 use flack::config::{NodeName, Settings};
 use node_support::{TestEpmd, unique};
 use serde_json::Value;
-use support::{Client, run_args};
+use support::{Client, assert_each_learned_once, join_all_at_once, run_args};
 
 struct Cluster {
     _epmd: TestEpmd,
@@ -377,42 +377,8 @@ async fn simultaneous_joiners_on_three_nodes_learn_every_member_exactly_once() {
         .iter()
         .map(|client| client.user_id.clone())
         .collect();
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .map(|mut client| {
-            tokio::spawn(async move {
-                client
-                    .send(serde_json::json!({"record": "join_chat", "chat_name": "crowd"}))
-                    .await;
-                let mut known: std::collections::HashMap<String, usize> = Default::default();
-                let state = next(&mut client, "chat_state").await;
-                for user in state["users"].as_array().expect("users") {
-                    *known
-                        .entry(user["user_id"].as_str().expect("id").to_owned())
-                        .or_default() += 1;
-                }
-                while known.len() < total {
-                    let joined = next(&mut client, "joined").await;
-                    *known
-                        .entry(joined["user_id"].as_str().expect("id").to_owned())
-                        .or_default() += 1;
-                }
-                (client, known)
-            })
-        })
-        .collect();
-    let mut finished = Vec::new();
-    for task in tasks {
-        finished.push(task.await.expect("joiner finished"));
-    }
-    for (client, known) in &mut finished {
-        assert_eq!(known.keys().cloned().collect::<HashSet<_>>(), ids);
-        let twice: Vec<_> = known.iter().filter(|(_, count)| **count > 1).collect();
-        assert!(twice.is_empty(), "learned more than once: {twice:?}");
-        // Nothing else pending: the next record is the ping reply.
-        client.send(serde_json::json!({"record": "ping"})).await;
-        assert_eq!(client.expect_any().await["record"], "ping_reply");
-    }
+    let mut finished = join_all_at_once(clients, "crowd", total).await;
+    assert_each_learned_once(&mut finished, &ids).await;
     drop(finished);
     for index in 0..3 {
         cluster.stop(index).await;

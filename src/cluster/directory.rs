@@ -39,7 +39,7 @@ use crate::chat::event::{ChatEvent, EventKind};
 use crate::chat::mailbox::MailboxSender;
 use crate::chat::protocol::{ChatUser, timestamp_now};
 use crate::metrics::{Metrics, RegistryGauges};
-use crate::node::term::{as_atom, atom, list, tuple};
+use crate::node::term::{as_atom, atom, binary, list, tuple};
 use crate::node::{Delivery, Node, Pid};
 
 /// How a member is reached.
@@ -80,10 +80,6 @@ pub struct Directory {
     /// Queues of this node's sessions, for the index to route to them.
     routes: Mutex<HashMap<Pid, MailboxSender>>,
     counters: Mutex<HashMap<Arc<str>, Counter>>,
-}
-
-fn binary(text: &str) -> Term {
-    Term::from(eetf::Binary::from(text.as_bytes()))
 }
 
 fn sequence_name(chat: &str) -> Term {

@@ -25,7 +25,9 @@
 
 use std::collections::HashMap;
 
-use eetf::{Atom, List, Term, Tuple};
+use eetf::Term;
+
+use crate::node::term::{atom, list, tuple};
 
 /// A change to flack's view of the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,18 +104,6 @@ pub struct GprocTable {
     reverse: HashMap<(Term, Term), Term>,
     /// Other 2-tuples whose key is `{{_,_,_},_}` (gproc `await` waiters).
     waiters: HashMap<Term, Term>,
-}
-
-fn atom(name: &str) -> Term {
-    Term::from(Atom::from(name))
-}
-
-fn tuple(elements: Vec<Term>) -> Term {
-    Term::from(Tuple::from(elements))
-}
-
-fn list(elements: Vec<Term>) -> Term {
-    Term::from(List::from(elements))
 }
 
 fn badarg() -> LeaderReply {

@@ -15,7 +15,9 @@
 
 use std::sync::Arc;
 
-use eetf::{Atom, Binary, FixInteger, Term, Tuple};
+use eetf::{FixInteger, Term, Tuple};
+
+use crate::node::term::{atom, binary};
 
 use crate::chat::event::{ChatEvent, EventKind};
 use crate::chat::protocol::TEXT_PLAIN;
@@ -32,14 +34,6 @@ pub enum RecordError {
     /// A chat_message with a mime type other than text/plain.
     #[error("chat_message with mime type {0:?}")]
     MimeType(String),
-}
-
-fn atom(name: &str) -> Term {
-    Term::from(Atom::from(name))
-}
-
-fn binary(text: &str) -> Term {
-    Term::from(Binary::from(text.as_bytes()))
 }
 
 fn integer(value: u64) -> Term {

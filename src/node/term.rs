@@ -17,6 +17,11 @@ pub fn list(elements: Vec<Term>) -> Term {
     Term::from(List::from(elements))
 }
 
+/// A binary term holding UTF-8 text (Erlang's `<<"text">>`).
+pub fn binary(text: &str) -> Term {
+    Term::from(eetf::Binary::from(text.as_bytes()))
+}
+
 /// A small integer term.
 pub fn int(value: i32) -> Term {
     Term::from(FixInteger::from(value))

@@ -197,3 +197,59 @@ pub fn keys(value: &Value) -> Vec<String> {
         .map(|object| object.keys().cloned().collect())
         .unwrap_or_default()
 }
+
+/// Every client sends `join_chat` for `chat` at once, then reads its
+/// `chat_state` and the `joined` events until it knows `total` members.
+/// Returns each client with how many times it learned of each user_id.
+pub async fn join_all_at_once(
+    clients: Vec<Client>,
+    chat: &str,
+    total: usize,
+) -> Vec<(Client, std::collections::HashMap<String, usize>)> {
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let chat = chat.to_owned();
+            tokio::spawn(async move {
+                client
+                    .send(json!({"record": "join_chat", "chat_name": chat}))
+                    .await;
+                let mut known = std::collections::HashMap::<String, usize>::new();
+                let state = client.expect("chat_state").await;
+                for user in state["users"].as_array().expect("users") {
+                    *known
+                        .entry(user["user_id"].as_str().expect("id").to_owned())
+                        .or_default() += 1;
+                }
+                while known.len() < total {
+                    let joined = client.expect("joined").await;
+                    *known
+                        .entry(joined["user_id"].as_str().expect("id").to_owned())
+                        .or_default() += 1;
+                }
+                (client, known)
+            })
+        })
+        .collect();
+    let mut finished = Vec::new();
+    for task in tasks {
+        finished.push(task.await.expect("joiner finished"));
+    }
+    finished
+}
+
+/// Each client learned exactly the users in `ids`, each once, and has
+/// nothing else pending (a ping is answered next).
+pub async fn assert_each_learned_once(
+    finished: &mut [(Client, std::collections::HashMap<String, usize>)],
+    ids: &std::collections::HashSet<String>,
+) {
+    for (client, known) in finished.iter_mut() {
+        let learned: std::collections::HashSet<String> = known.keys().cloned().collect();
+        assert_eq!(&learned, ids);
+        let twice: Vec<_> = known.iter().filter(|(_, count)| **count > 1).collect();
+        assert!(twice.is_empty(), "learned more than once: {twice:?}");
+        client.send(json!({"record": "ping"})).await;
+        client.expect("ping_reply").await;
+    }
+}
