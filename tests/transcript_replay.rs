@@ -29,7 +29,10 @@
 //! heartbeat answering a lower candidate's `checklead` in `elec1`); any
 //! other difference fails with both sides shown. The traces also check the
 //! trace reader itself (every message between two nodes is the same term in
-//! both files).
+//! both files) and the chat records: `records::decode` then `encode` gives
+//! back every record the websocket processes exchanged, and a received
+//! record's event is byte for byte the frame the original sent its client
+//! (`scenario.txt`).
 
 mod trace_support;
 
@@ -39,6 +42,7 @@ use std::sync::Arc;
 use eetf::Term;
 use flack::cluster::election::{Beat, Dest, Effect, Election, Elid, Input, Message, NodeName};
 use flack::cluster::gproc::GprocTable;
+use flack::cluster::records;
 use flack::node::Pid;
 use trace_support::{Dir, Event, Peer, TraceFile};
 
@@ -1693,5 +1697,92 @@ fn ldr_snapshots_equal_our_tables() {
     assert_eq!(
         surrendered, 4,
         "tables compared with the snapshot after surrendered"
+    );
+}
+
+/// The JSON frames the original nodes sent their websocket clients
+/// (`scenario.txt`: `<time> <user> << op=1 <json>`).
+fn frames_sent_to_clients() -> Vec<String> {
+    let path = trace_support::transcripts_dir().join("scenario.txt");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    text.lines()
+        .filter_map(|line| {
+            line.split_once(" << op=1 ")
+                .map(|(_, json)| json.to_string())
+        })
+        .collect()
+}
+
+/// Every chat record the websocket processes exchanged decodes and encodes
+/// back to the same term, and each one a process received becomes exactly
+/// the frame the original sent its client (byte for byte), but for the one
+/// that reached a process whose client had already said goodbye.
+#[test]
+fn chat_records_in_the_websocket_traces_round_trip() {
+    let frames = frames_sent_to_clients();
+    assert!(
+        frames.len() > 20,
+        "frames read from scenario.txt: {}",
+        frames.len()
+    );
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut delivered = 0;
+    let mut not_forwarded = Vec::new();
+    for node in NODES {
+        let file = trace_support::load(&format!("{node}.ws.trace"));
+        for event in &file.events {
+            let Some(kind) = as_tuple(&event.term)
+                .and_then(|f| f.first())
+                .and_then(as_atom)
+            else {
+                continue;
+            };
+            if !matches!(kind, "user_joined" | "chat_message" | "user_left") {
+                continue;
+            }
+            let decoded = records::decode(&event.term).unwrap_or_else(|error| {
+                panic!("{} line {}: {error}: {}", file.name, event.line, event.raw)
+            });
+            assert_eq!(
+                records::encode(&decoded),
+                event.term,
+                "{} line {}: re-encoded record",
+                file.name,
+                event.line
+            );
+            *counts.entry(kind.to_string()).or_default() += 1;
+            if event.dir == Dir::Recv {
+                if frames.iter().any(|frame| frame == decoded.json.as_str()) {
+                    delivered += 1;
+                } else {
+                    not_forwarded.push((file.name.clone(), decoded.json.as_str().to_string()));
+                }
+            }
+        }
+    }
+    eprintln!("{counts:?}; {delivered} received and turned into client frames");
+    assert_eq!(counts.get("user_joined"), Some(&18), "user_joined records");
+    assert_eq!(
+        counts.get("chat_message"),
+        Some(&14),
+        "chat_message records"
+    );
+    assert_eq!(counts.get("user_left"), Some(&16), "user_left records");
+    assert_eq!(delivered, 23, "received records that became client frames");
+    // dave's own user_left: his process sends it to the room, itself
+    // included, while closing after client_goodbye; the original answers
+    // server_goodbye and closes without forwarding it.
+    let dave = "eea3693b0ba5d8b06aaba2f9b54bae7b";
+    assert_eq!(
+        not_forwarded,
+        [(
+            "flack1@vm.ws.trace".to_string(),
+            format!(
+                "{{\"record\":\"left\",\"chat_name\":\"foobar\",\"user_id\":\"{dave}\",\
+                 \"timestamp\":\"2026-11-28T04:46:41Z\",\"sequence\":42}}"
+            )
+        )],
+        "received records no client was sent"
     );
 }
