@@ -423,6 +423,7 @@ impl Expect {
                 target.clone()
             }
             Expect::TimerStart(_) | Expect::TimerCancel => Target::Role("timer_server"),
+            // The connection's controller process, whatever the tracer calls it.
             Expect::StatusProbe(_) => Target::Role(""),
         }
     }
@@ -699,6 +700,39 @@ struct LifeReport {
     final_leader: Option<String>,
     final_is_leader: bool,
     final_table: Option<Term>,
+}
+
+impl LifeReport {
+    /// One line for the test output (the full report is in Debug).
+    fn summary(&self) -> String {
+        format!(
+            "{} life {} (incarnation {}): in: {} election messages, {} DOWNs, {} timers, \
+             {} postponed; matched {} sends: {} election ({} ldr), {} monitors, {} timer ops; \
+             leader: {} calls, {} casts, {} broadcasts ({} purge); follower: {} calls and \
+             {} casts forwarded, {} from_leader; extras: {}; ends led by {:?}",
+            self.node,
+            self.life + 1,
+            self.incarnation,
+            self.election_messages_in,
+            self.downs_in,
+            self.timers_in,
+            self.postponed,
+            self.sends_matched,
+            self.election_sends,
+            self.ldr_sent,
+            self.monitors,
+            self.timer_ops,
+            self.calls_served,
+            self.casts_served,
+            self.broadcasts,
+            self.purge_broadcasts,
+            self.calls_forwarded,
+            self.casts_forwarded,
+            self.from_leader_applied,
+            self.extras.len(),
+            self.final_leader,
+        )
+    }
 }
 
 struct Replay<'f> {
@@ -1232,7 +1266,7 @@ fn replay_all() -> Vec<LifeReport> {
         }
     }
     for report in &reports {
-        eprintln!("{report:?}\n");
+        eprintln!("{}", report.summary());
     }
     reports
 }
