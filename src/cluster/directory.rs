@@ -521,6 +521,22 @@ impl Directory {
 
 impl RegistryObserver for Directory {
     fn registry_changed(&self, changes: Vec<Change>) {
+        // A purge may delete a user's memberships before or after its name;
+        // take the chats of every user that goes away before applying any.
+        let gone: HashMap<Pid, Vec<Arc<str>>> = {
+            let registry = self.registry.lock();
+            changes
+                .iter()
+                .filter_map(|change| match change {
+                    Change::UserGone(pid) => {
+                        let pid = Pid::from(pid);
+                        let chats = registry.chats_of(&pid).to_vec();
+                        Some((pid, chats))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
         for change in changes {
             match change {
                 Change::User {
@@ -536,7 +552,8 @@ impl RegistryObserver for Directory {
                 }
                 Change::UserGone(pid) => {
                     let pid = Pid::from(&pid);
-                    self.member_lost(&pid);
+                    let chats = gone.get(&pid).cloned().unwrap_or_default();
+                    self.member_lost(&pid, chats);
                 }
                 Change::Joined { chat, pid } => {
                     let pid = Pid::from(&pid);
@@ -562,8 +579,8 @@ impl Directory {
     /// nobody sends `user_left` for it (the original removes such members
     /// silently); its chats still held it, so this node tells its own
     /// members that it left.
-    fn member_lost(&self, pid: &Pid) {
-        let (attrs, chats) = self.registry.lock().remove_process(pid);
+    fn member_lost(&self, pid: &Pid, chats: Vec<Arc<str>>) {
+        let (attrs, _) = self.registry.lock().remove_process(pid);
         let (Some(attrs), false) = (attrs, chats.is_empty()) else {
             return;
         };

@@ -139,6 +139,21 @@ fn as_pid(term: &Term) -> Option<&eetf::Pid> {
     }
 }
 
+/// The order gproc's ordered_set table keeps keys in, as far as flack's keys
+/// go: by type first (`n` < `p`, as Erlang orders atoms), so a user's name
+/// `{n,g,Pid}` comes before its chat memberships in every purge, as in the
+/// original's broadcasts. Ties fall back to the printed form.
+fn key_order(a: &Term, b: &Term) -> std::cmp::Ordering {
+    let kind = |key: &Term| {
+        global_key(key)
+            .map(|(kind, _)| kind.to_owned())
+            .unwrap_or_default()
+    };
+    kind(a)
+        .cmp(&kind(b))
+        .then_with(|| format!("{a}").cmp(&format!("{b}")))
+}
+
 /// gproc's `ets_key`: unique kinds are keyed by their type atom, the rest by
 /// the owner.
 fn ets_key(kind: &str, key: &Term, owner: &Term) -> (Term, Term) {
@@ -251,7 +266,7 @@ impl GprocTable {
                 _ => None,
             })
             .collect();
-        found.sort_by_key(|(key, _)| format!("{key}"));
+        found.sort_by(|a, b| key_order(&a.0, &b.0));
         found
     }
 
@@ -814,12 +829,13 @@ impl GprocTable {
         };
         let ops = match message.elements.as_slice() {
             [Term::Atom(verb), pid] if verb.name == "pid_is_DOWN" => {
-                let globals: Vec<(Term, Term)> = self
+                let mut globals: Vec<(Term, Term)> = self
                     .reverse
                     .keys()
                     .filter(|(owner, key)| owner == pid && global_key(key).is_some())
                     .map(|(owner, key)| (key.clone(), owner.clone()))
                     .collect();
+                globals.sort_by(|a, b| key_order(&a.0, &b.0));
                 self.process_globals(globals, &mut changes)
             }
             [Term::Atom(verb), objects] if verb.name == "add_globals" => {
