@@ -80,6 +80,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
             write_timeout: settings.write_timeout,
         },
         shutdown: shutdown.clone(),
+        records: Arc::default(),
     });
     if let Some(config) = cluster_config(&settings, &node)? {
         let observer: Arc<dyn crate::cluster::gproc_dist::RegistryObserver> =

@@ -24,7 +24,7 @@ use super::mailbox::{Mailbox, MailboxSender, mailbox};
 use super::protocol::{ProtocolError, encode};
 use super::session::{Session, Step};
 use crate::cluster::directory::{Directory, DirectoryError};
-use crate::cluster::records;
+use crate::cluster::records::DecodeCache;
 use crate::metrics::Metrics;
 use crate::node::{Delivery, Inbox, Node, Pid};
 
@@ -50,6 +50,8 @@ pub struct ChatContext {
     pub limits: ConnectionLimits,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
+    /// Records from other nodes, decoded once for all local members.
+    pub records: Arc<DecodeCache>,
 }
 
 /// Per-connection limits.
@@ -101,13 +103,14 @@ impl std::fmt::Display for Ending {
 struct SessionInbox {
     route: MailboxSender,
     metrics: Arc<Metrics>,
+    records: Arc<DecodeCache>,
 }
 
 impl Inbox for SessionInbox {
     fn deliver_term(&self, from: Option<&Pid>, message: eetf::Term) -> Delivery {
-        match records::decode(&message) {
+        match self.records.decode(&message) {
             Ok(event) => {
-                let delivery = self.route.deliver(&Arc::new(event));
+                let delivery = self.route.deliver(&event);
                 if delivery == Delivery::Accepted {
                     Metrics::bump(&self.metrics.deliveries);
                 }
@@ -136,6 +139,7 @@ pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
     let inbox = Arc::new(SessionInbox {
         route: route.clone(),
         metrics: context.metrics.clone(),
+        records: context.records.clone(),
     });
     let pid = context.node.spawn(inbox);
     info!(%peer, %pid, "connection opened");

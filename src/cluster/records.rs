@@ -137,6 +137,30 @@ pub fn decode(term: &Term) -> Result<ChatEvent, RecordError> {
     }
 }
 
+/// The last record decoded on this node. The original sends one copy of a
+/// record to every member pid, so a node with many members of one chat
+/// receives the same term many times in a row: with this cache it is
+/// decoded and JSON-encoded once, and every local member shares the result.
+#[derive(Debug, Default)]
+pub struct DecodeCache {
+    last: parking_lot::Mutex<Option<(Term, Arc<ChatEvent>)>>,
+}
+
+impl DecodeCache {
+    /// Decodes `term`, or returns the event of an equal term decoded just
+    /// before.
+    pub fn decode(&self, term: &Term) -> Result<Arc<ChatEvent>, RecordError> {
+        if let Some((cached, event)) = &*self.last.lock()
+            && cached == term
+        {
+            return Ok(event.clone());
+        }
+        let event = Arc::new(decode(term)?);
+        *self.last.lock() = Some((term.clone(), event.clone()));
+        Ok(event)
+    }
+}
+
 /// A UTF-8 binary field.
 fn text(term: &Term, field: &'static str, record: &'static str) -> Result<String, RecordError> {
     match term {
@@ -210,6 +234,33 @@ mod tests {
             Term::from(FixInteger::from(42)),
         ]));
         assert_eq!(encode(&event), expected);
+    }
+
+    #[test]
+    fn a_record_sent_to_many_members_is_decoded_once() {
+        let event = ChatEvent::new(
+            Arc::from("c"),
+            EventKind::Message {
+                user_id: "u".into(),
+                message: "m".into(),
+            },
+            "t".into(),
+            1,
+        );
+        let term = encode(&event);
+        let cache = DecodeCache::default();
+        let first = cache.decode(&term).expect("record");
+        let second = cache.decode(&term.clone()).expect("record");
+        assert!(Arc::ptr_eq(&first, &second));
+        let other = encode(&ChatEvent::new(
+            Arc::from("c"),
+            EventKind::Left {
+                user_id: "u".into(),
+            },
+            "t".into(),
+            2,
+        ));
+        assert!(!Arc::ptr_eq(&first, &cache.decode(&other).expect("record")));
     }
 
     #[test]
