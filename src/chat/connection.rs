@@ -1,0 +1,357 @@
+//! One websocket connection: the I/O loop around a [`Session`].
+//!
+//! The loop waits on five things at once: a frame from the client, an event
+//! in the session's mailbox, the overflow flag (the client is too slow), the
+//! idle deadline, and node shutdown. Frames go through the pure session,
+//! whose [`Step`] is then carried out against the [`Directory`] and the
+//! socket. Events are written in batches: everything already queued goes
+//! out with one flush.
+//!
+//! However the loop ends, the session leaves its chats and its process ends,
+//! so no registration outlives its connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use futures::{SinkExt, StreamExt};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::mailbox::{Mailbox, MailboxSender, mailbox};
+use super::protocol::{ProtocolError, encode};
+use super::session::{Session, Step};
+use crate::cluster::directory::Directory;
+use crate::metrics::Metrics;
+use crate::node::{Delivery, Inbox, Pid, ProcessTable};
+
+/// Close code for a client that could not keep up with its chats (4000-4999
+/// is the range RFC 6455 leaves to applications).
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+
+/// How long closing waits for the client's side of the close handshake.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Most events written before a flush.
+const WRITE_BATCH: usize = 64;
+
+/// What every connection shares.
+pub struct ChatContext {
+    /// The chat directory.
+    pub directory: Arc<Directory>,
+    /// The node's processes (sessions are processes).
+    pub processes: Arc<ProcessTable>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Connection limits.
+    pub limits: ConnectionLimits,
+    /// Cancelled when the node shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// Per-connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A connection with no frame from the client for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest frame accepted from a client, in bytes.
+    pub max_frame_bytes: usize,
+    /// Events that may wait for a client before it counts as too slow.
+    pub outbound_queue: usize,
+    /// Longest a single write to a client may take.
+    pub write_timeout: Duration,
+}
+
+/// Why a connection ended, for the log line.
+enum Ending {
+    Goodbye,
+    ProtocolError(ProtocolError),
+    ClientClosed,
+    ClientVanished(String),
+    Idle,
+    SlowConsumer,
+    Shutdown,
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Goodbye => write!(f, "client_goodbye"),
+            Self::ProtocolError(error) => write!(f, "protocol_error {error}"),
+            Self::ClientClosed => write!(f, "client closed"),
+            Self::ClientVanished(error) => write!(f, "client vanished: {error}"),
+            Self::Idle => write!(f, "idle timeout"),
+            Self::SlowConsumer => write!(f, "slow consumer"),
+            Self::Shutdown => write!(f, "node shutdown"),
+        }
+    }
+}
+
+/// The session's inbox as the node sees it. Terms from Erlang peers are
+/// not chat events yet at this layer; the cluster layer converts them.
+struct SessionInbox;
+
+impl Inbox for SessionInbox {
+    fn deliver_term(&self, _from: Option<&Pid>, _message: eetf::Term) -> Delivery {
+        Delivery::Accepted
+    }
+}
+
+/// Runs one connection to its end.
+pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
+    let metrics = &context.metrics;
+    Metrics::bump(&metrics.connections_total);
+    metrics
+        .connections_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pid = context.processes.spawn(Arc::new(SessionInbox));
+    info!(%peer, %pid, "connection opened");
+
+    let (route, mailbox) = mailbox(context.limits.outbound_queue);
+    let mut connection = Connection {
+        socket,
+        session: Session::new(),
+        pid: pid.clone(),
+        route,
+        context: context.clone(),
+    };
+    let ending = connection.run(mailbox).await;
+
+    context.directory.session_ended(&pid);
+    context.processes.remove(&pid);
+    metrics
+        .connections_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let user = connection
+        .session
+        .identity()
+        .map(|identity| identity.user_id.clone());
+    info!(%peer, %pid, user = user.as_deref().unwrap_or("-"), reason = %ending, "connection closed");
+}
+
+struct Connection {
+    socket: WebSocket,
+    session: Session,
+    pid: Pid,
+    route: MailboxSender,
+    context: Arc<ChatContext>,
+}
+
+impl Connection {
+    async fn run(&mut self, mut mailbox: Mailbox) -> Ending {
+        let limits = self.context.limits;
+        let shutdown = self.context.shutdown.clone();
+        let control = mailbox.control.clone();
+        let mut idle_deadline = Instant::now() + limits.idle_timeout;
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    self.close(close_code::AWAY, "server shutting down").await;
+                    return Ending::Shutdown;
+                }
+                () = control.wait_overflow() => {
+                    return self.drop_slow_consumer().await;
+                }
+                frame = self.socket.next() => {
+                    idle_deadline = Instant::now() + limits.idle_timeout;
+                    if let Some(ending) = self.on_frame(frame).await {
+                        return ending;
+                    }
+                }
+                Some(event) = mailbox.events.recv() => {
+                    if let Err(ending) = self.write_events(event.json.clone(), &mut mailbox).await {
+                        return ending;
+                    }
+                }
+                () = sleep_until(idle_deadline) => {
+                    Metrics::bump(&self.context.metrics.idle_timeouts);
+                    self.close(close_code::NORMAL, "idle timeout").await;
+                    return Ending::Idle;
+                }
+            }
+        }
+    }
+
+    /// Handles one read from the socket; `Some` ends the connection.
+    async fn on_frame(&mut self, frame: Option<Result<Message, axum::Error>>) -> Option<Ending> {
+        let step = match frame {
+            None => return Some(Ending::ClientClosed),
+            Some(Err(error)) => {
+                if is_capacity_error(&error) {
+                    Metrics::bump(&self.context.metrics.frames_in);
+                    self.session
+                        .on_oversized(self.context.limits.max_frame_bytes)
+                } else {
+                    return Some(Ending::ClientVanished(error.to_string()));
+                }
+            }
+            Some(Ok(message)) => {
+                Metrics::bump(&self.context.metrics.frames_in);
+                match message {
+                    Message::Text(text) if text.len() > self.context.limits.max_frame_bytes => self
+                        .session
+                        .on_oversized(self.context.limits.max_frame_bytes),
+                    Message::Binary(data) if data.len() > self.context.limits.max_frame_bytes => {
+                        self.session
+                            .on_oversized(self.context.limits.max_frame_bytes)
+                    }
+                    Message::Text(text) => self.session.on_text(text.as_str()),
+                    Message::Binary(_) => self.session.on_binary(),
+                    // Control frames: tungstenite answers pings itself.
+                    Message::Ping(_) | Message::Pong(_) => return None,
+                    Message::Close(_) => return Some(Ending::ClientClosed),
+                }
+            }
+        };
+        self.carry_out(step).await
+    }
+
+    /// Carries out what the session decided.
+    async fn carry_out(&mut self, step: Step) -> Option<Ending> {
+        let directory = self.context.directory.clone();
+        let reply = match step {
+            Step::Reply(text) => text,
+            Step::Authenticate(identity) => {
+                directory.register_user(&self.pid, &identity.user_name, &identity.user_id);
+                encode::authenticated(&identity.user_id)
+            }
+            Step::Join { chat } => match directory.join(&chat, &self.pid, self.route.clone()) {
+                Ok(members) => encode::chat_state(&chat, &members),
+                // The session tracks its chats, so the registry agrees; if it
+                // ever did not, the client sees the same error as a re-join.
+                Err(_) => return self.fail(ProtocolError::already_joined()).await,
+            },
+            Step::Post { chat, message } => {
+                if let Some(identity) = self.session.identity() {
+                    directory.post(&chat, &identity.user_id, message);
+                }
+                return None;
+            }
+            Step::Leave { chat } => {
+                if let Some(identity) = self.session.identity() {
+                    let _ = directory.leave(&chat, &self.pid, &identity.user_id);
+                }
+                return None;
+            }
+            Step::Goodbye { chats } => {
+                if let Some(identity) = self.session.identity() {
+                    for chat in chats {
+                        let _ = directory.leave(&chat, &self.pid, &identity.user_id);
+                    }
+                }
+                let _ = self.send_text(encode::server_goodbye()).await;
+                self.close_bare().await;
+                return Some(Ending::Goodbye);
+            }
+            Step::Fail(error) => return self.fail(error).await,
+        };
+        self.send_text(reply).await.err()
+    }
+
+    async fn fail(&mut self, error: ProtocolError) -> Option<Ending> {
+        Metrics::bump(&self.context.metrics.protocol_errors);
+        debug!(pid = %self.pid, %error, "protocol error");
+        let _ = self.send_text(encode::protocol_error(&error)).await;
+        self.close_bare().await;
+        Some(Ending::ProtocolError(error))
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), Ending> {
+        let write = self.socket.send(Message::Text(Utf8Bytes::from(text)));
+        match timeout(self.context.limits.write_timeout, write).await {
+            Ok(Ok(())) => {
+                Metrics::bump(&self.context.metrics.frames_out);
+                Ok(())
+            }
+            Ok(Err(error)) => Err(Ending::ClientVanished(error.to_string())),
+            Err(_) => Err(self.drop_slow_consumer().await),
+        }
+    }
+
+    /// Writes `first` and whatever else is already queued, then flushes once.
+    async fn write_events(
+        &mut self,
+        first: Utf8Bytes,
+        mailbox: &mut Mailbox,
+    ) -> Result<(), Ending> {
+        let limits = self.context.limits;
+        let metrics = self.context.metrics.clone();
+        let batch = async {
+            let mut written = 0u64;
+            self.socket.feed(Message::Text(first)).await?;
+            written += 1;
+            while written < WRITE_BATCH as u64 {
+                match mailbox.events.try_recv() {
+                    Ok(event) => {
+                        self.socket.feed(Message::Text(event.json.clone())).await?;
+                        written += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.socket.flush().await?;
+            Ok::<u64, axum::Error>(written)
+        };
+        match timeout(limits.write_timeout, batch).await {
+            Ok(Ok(written)) => {
+                Metrics::add(&metrics.frames_out, written);
+                Ok(())
+            }
+            Ok(Err(error)) => Err(Ending::ClientVanished(error.to_string())),
+            Err(_) => Err(self.drop_slow_consumer().await),
+        }
+    }
+
+    async fn drop_slow_consumer(&mut self) -> Ending {
+        Metrics::bump(&self.context.metrics.slow_clients_dropped);
+        self.close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
+            .await;
+        Ending::SlowConsumer
+    }
+
+    /// Sends an empty close frame, as the original (cowboy's `close`) does
+    /// after `server_goodbye` and after a `protocol_error`.
+    async fn close_bare(&mut self) {
+        let _ = timeout(CLOSE_LINGER, self.socket.send(Message::Close(None))).await;
+        self.linger().await;
+    }
+
+    /// After our close frame, reads until the client closes too (bounded):
+    /// closing a socket with unread input makes the kernel send a reset,
+    /// which can destroy the last frames before the client reads them.
+    async fn linger(&mut self) {
+        let drain = async {
+            while let Some(Ok(message)) = self.socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = timeout(CLOSE_LINGER, drain).await;
+    }
+
+    /// Sends a close frame, giving up quickly on a client that does not read.
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = timeout(CLOSE_LINGER, self.socket.send(Message::Close(Some(frame)))).await;
+        self.linger().await;
+    }
+}
+
+/// Whether a read failed because the client sent more than the frame limit.
+fn is_capacity_error(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = current.downcast_ref::<tungstenite::Error>()
+        {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}

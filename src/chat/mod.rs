@@ -1,0 +1,13 @@
+//! The flack v1 chat protocol over websockets.
+//!
+//! - [`protocol`]: client records in, server records out (JSON).
+//! - [`session`]: the pure conversation state machine.
+//! - [`event`]: chat events, encoded once and shared by every member.
+//! - [`mailbox`]: a session's bounded outbound queue.
+//! - [`connection`]: the I/O loop of one websocket connection.
+
+pub mod connection;
+pub mod event;
+pub mod mailbox;
+pub mod protocol;
+pub mod session;

@@ -1,0 +1,371 @@
+//! The global registry flack keeps in gproc, as a pure data structure.
+//!
+//! The original stores two kinds of global gproc entries, and so do we:
+//! - a unique name `{n,g,Pid}` per authenticated connection, carrying the
+//!   attributes `[{username, U}, {user_id, Id}]`;
+//! - a property `{p,g,Chat}` per chat membership, one per member pid.
+//!
+//! On a single node this table is the leader's table; in a cluster it is the
+//! mirror every node keeps of the leader's. Either way it answers the same
+//! questions (who is in this chat, what is this pid's name) and applies the
+//! same changes, so the code paths never fork when the cluster arrives.
+//!
+//! Each chat also carries its event sequence: the registry is the one place
+//! that sees every membership change of a chat in order, so it is where the
+//! sequence is assigned. Members are kept in the order they registered, and
+//! every member carries a route (`R`) telling the owner how to reach it.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+
+use crate::node::Pid;
+
+/// The attributes of a `{n,g,Pid}` user registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAttrs {
+    /// `username` attribute.
+    pub user_name: Arc<str>,
+    /// `user_id` attribute.
+    pub user_id: Arc<str>,
+}
+
+/// What `ensure_reg` of a user name did (gproc's reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// The name was new: gproc replies `new`.
+    New,
+    /// The name existed for this pid and its attributes were updated: `updated`.
+    Updated,
+}
+
+/// Why a registry change was refused (gproc replies `badarg`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The pid already holds `{p,g,Chat}`.
+    #[error("{pid} is already a member of {chat}")]
+    AlreadyMember {
+        /// The chat.
+        chat: Arc<str>,
+        /// The member.
+        pid: Pid,
+    },
+    /// The pid does not hold `{p,g,Chat}`.
+    #[error("{pid} is not a member of {chat}")]
+    NotMember {
+        /// The chat.
+        chat: Arc<str>,
+        /// The pid.
+        pid: Pid,
+    },
+}
+
+/// A member of a chat and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Member<R> {
+    /// The member's pid (a websocket session on some node).
+    pub pid: Pid,
+    /// How the owner of the registry delivers to this member.
+    pub route: R,
+}
+
+/// One chat: its members in registration order and its event sequence.
+#[derive(Debug)]
+pub struct Chat<R> {
+    name: Arc<str>,
+    members: Vec<Member<R>>,
+    sequence: u64,
+}
+
+impl<R> Chat<R> {
+    /// The chat's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Members in registration order.
+    pub fn members(&self) -> &[Member<R>] {
+        &self.members
+    }
+
+    /// The sequence number of the chat's latest event (0 before any).
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Takes the next sequence number for an event of this chat.
+    pub fn next_sequence(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    fn position(&self, pid: &Pid) -> Option<usize> {
+        self.members.iter().position(|member| &member.pid == pid)
+    }
+}
+
+/// The result of a join: everything the joiner and the members need, taken
+/// atomically with the registration.
+#[derive(Debug)]
+pub struct Joined<'a, R> {
+    /// Members registered before the joiner, with their attributes: the
+    /// joiner's `chat_state`.
+    pub before: Vec<(Pid, UserAttrs)>,
+    /// The chat after the join (the joiner is its last member).
+    pub chat: &'a mut Chat<R>,
+}
+
+/// The flack subset of gproc's global table.
+#[derive(Debug)]
+pub struct Registry<R> {
+    users: HashMap<Pid, UserAttrs>,
+    chats: HashMap<Arc<str>, Chat<R>>,
+    /// Reverse index: the chats each pid is in, to purge a pid that ends.
+    memberships: HashMap<Pid, Vec<Arc<str>>>,
+}
+
+impl<R> Default for Registry<R> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<R> Registry<R> {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self {
+            users: HashMap::new(),
+            chats: HashMap::new(),
+            memberships: HashMap::new(),
+        }
+    }
+
+    /// `gproc:ensure_reg({n,g,Pid}, undefined, [{username,U},{user_id,Id}])`.
+    pub fn ensure_user(&mut self, pid: Pid, attrs: UserAttrs) -> Registered {
+        match self.users.entry(pid) {
+            Entry::Occupied(mut entry) => {
+                entry.insert(attrs);
+                Registered::Updated
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(attrs);
+                Registered::New
+            }
+        }
+    }
+
+    /// `gproc:get_attributes({n,g,Pid}, Pid)`.
+    pub fn user(&self, pid: &Pid) -> Option<&UserAttrs> {
+        self.users.get(pid)
+    }
+
+    /// `gproc:reg({p,g,Chat})` for `pid`, answered with the members that were
+    /// there before it. Registering first and reading the members in the same
+    /// step is what makes simultaneous joiners each learn every other exactly
+    /// once (the original read the members before registering).
+    pub fn join(&mut self, chat: &str, pid: Pid, route: R) -> Result<Joined<'_, R>, RegistryError> {
+        let (name, chat) = match self.chats.get_key_value(chat) {
+            Some((name, _)) => {
+                let name = name.clone();
+                let entry = self.chats.get_mut(&name).expect("key was just found");
+                (name, entry)
+            }
+            None => {
+                let name: Arc<str> = Arc::from(chat);
+                let entry = self.chats.entry(name.clone()).or_insert_with(|| Chat {
+                    name: name.clone(),
+                    members: Vec::new(),
+                    sequence: 0,
+                });
+                (name, entry)
+            }
+        };
+        if chat.position(&pid).is_some() {
+            return Err(RegistryError::AlreadyMember { chat: name, pid });
+        }
+        let before = chat
+            .members
+            .iter()
+            .filter_map(|member| {
+                self.users
+                    .get(&member.pid)
+                    .map(|attrs| (member.pid.clone(), attrs.clone()))
+            })
+            .collect();
+        self.memberships.entry(pid.clone()).or_default().push(name);
+        chat.members.push(Member { pid, route });
+        Ok(Joined { before, chat })
+    }
+
+    /// `gproc:unreg({p,g,Chat})` for `pid`. Returns the chat, the leaver
+    /// already removed, so its remaining members can be told. An emptied
+    /// chat stays until [`Registry::drop_if_empty`]: its sequence must
+    /// outlive the event that announces the departure.
+    pub fn leave(&mut self, chat: &str, pid: &Pid) -> Result<&mut Chat<R>, RegistryError> {
+        let not_member = || RegistryError::NotMember {
+            chat: Arc::from(chat),
+            pid: pid.clone(),
+        };
+        let entry = self.chats.get_mut(chat).ok_or_else(not_member)?;
+        let position = entry.position(pid).ok_or_else(not_member)?;
+        entry.members.remove(position);
+        if let Some(chats) = self.memberships.get_mut(pid) {
+            chats.retain(|name| &**name != chat);
+            if chats.is_empty() {
+                self.memberships.remove(pid);
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Forgets a chat that has no members left.
+    pub fn drop_if_empty(&mut self, chat: &str) {
+        if self
+            .chats
+            .get(chat)
+            .is_some_and(|entry| entry.members.is_empty())
+        {
+            self.chats.remove(chat);
+        }
+    }
+
+    /// A chat, if it has ever had a member since it was last dropped.
+    pub fn chat(&self, chat: &str) -> Option<&Chat<R>> {
+        self.chats.get(chat)
+    }
+
+    /// A chat, mutably (to take a sequence number and deliver under the
+    /// caller's lock).
+    pub fn chat_mut(&mut self, chat: &str) -> Option<&mut Chat<R>> {
+        self.chats.get_mut(chat)
+    }
+
+    /// The chats `pid` is a member of.
+    pub fn chats_of(&self, pid: &Pid) -> &[Arc<str>] {
+        self.memberships
+            .get(pid)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Removes every registration of a pid that ended (gproc's
+    /// `pid_is_DOWN`): its user name and its memberships. Returns its
+    /// attributes and the chats it was still in.
+    pub fn remove_process(&mut self, pid: &Pid) -> (Option<UserAttrs>, Vec<Arc<str>>) {
+        let attrs = self.users.remove(pid);
+        let chats = self.memberships.remove(pid).unwrap_or_default();
+        for chat in &chats {
+            if let Some(entry) = self.chats.get_mut(chat) {
+                entry.members.retain(|member| &member.pid != pid);
+            }
+        }
+        (attrs, chats)
+    }
+
+    /// Number of registered users (`{n,g,Pid}` entries).
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Number of chats with at least one member.
+    pub fn chat_count(&self) -> usize {
+        self.chats
+            .values()
+            .filter(|chat| !chat.members.is_empty())
+            .count()
+    }
+
+    /// Number of memberships (`{p,g,Chat}` entries).
+    pub fn membership_count(&self) -> usize {
+        self.memberships.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(id: u32) -> Pid {
+        Pid::new(Arc::from("rust@localhost"), id, 0, 1)
+    }
+
+    fn attrs(name: &str) -> UserAttrs {
+        UserAttrs {
+            user_name: Arc::from(name),
+            user_id: Arc::from(format!("{name}-id").as_str()),
+        }
+    }
+
+    #[test]
+    fn ensure_user_is_new_then_updated() {
+        let mut registry = Registry::<()>::new();
+        assert_eq!(registry.ensure_user(pid(1), attrs("a")), Registered::New);
+        assert_eq!(
+            registry.ensure_user(pid(1), attrs("b")),
+            Registered::Updated
+        );
+        assert_eq!(registry.user(&pid(1)), Some(&attrs("b")));
+    }
+
+    #[test]
+    fn join_reports_the_members_before_in_registration_order() {
+        let mut registry = Registry::<()>::new();
+        for (id, name) in [(3, "c"), (1, "a"), (2, "b")] {
+            registry.ensure_user(pid(id), attrs(name));
+        }
+        registry.join("room", pid(3), ()).expect("first join");
+        registry.join("room", pid(1), ()).expect("second join");
+        let joined = registry.join("room", pid(2), ()).expect("third join");
+        let names: Vec<_> = joined
+            .before
+            .iter()
+            .map(|(_, attrs)| attrs.user_name.to_string())
+            .collect();
+        assert_eq!(names, ["c", "a"]);
+        assert_eq!(joined.chat.members().len(), 3);
+        assert!(matches!(
+            registry.join("room", pid(2), ()),
+            Err(RegistryError::AlreadyMember { .. })
+        ));
+        assert_eq!(registry.membership_count(), 3);
+    }
+
+    #[test]
+    fn sequences_are_per_chat_and_survive_until_the_chat_empties() {
+        let mut registry = Registry::<()>::new();
+        registry
+            .join("a", pid(1), ())
+            .expect("join a")
+            .chat
+            .next_sequence();
+        let chat = registry.join("b", pid(1), ()).expect("join b").chat;
+        assert_eq!(chat.next_sequence(), 1);
+        let chat = registry.chat_mut("a").expect("a exists");
+        assert_eq!(chat.next_sequence(), 2);
+        let chat = registry.leave("a", &pid(1)).expect("member");
+        assert_eq!(chat.next_sequence(), 3);
+        registry.drop_if_empty("a");
+        assert!(registry.chat("a").is_none());
+        assert!(matches!(
+            registry.leave("a", &pid(1)),
+            Err(RegistryError::NotMember { .. })
+        ));
+    }
+
+    #[test]
+    fn removing_a_process_purges_every_registration() {
+        let mut registry = Registry::<()>::new();
+        registry.ensure_user(pid(1), attrs("a"));
+        registry.ensure_user(pid(2), attrs("b"));
+        registry.join("x", pid(1), ()).expect("join");
+        registry.join("y", pid(1), ()).expect("join");
+        registry.join("x", pid(2), ()).expect("join");
+        let (removed, chats) = registry.remove_process(&pid(1));
+        assert_eq!(removed, Some(attrs("a")));
+        assert_eq!(chats.len(), 2);
+        assert_eq!(registry.chat("x").map(|chat| chat.members().len()), Some(1));
+        assert_eq!(registry.chats_of(&pid(1)), &[] as &[Arc<str>]);
+        assert_eq!(registry.user_count(), 1);
+        assert_eq!(registry.chat_count(), 1);
+    }
+}

@@ -1,0 +1,57 @@
+//! The `flack` command line.
+//!
+//! GNU-style options are parsed by clap; Erlang-style words (`-flack port
+//! 8081`, `-sname flack1`, `-setcookie c`) are taken out first by
+//! [`super::erl_args`], so the release's habits work on the command line too.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Flack: a distributed websocket chat server.
+#[derive(Debug, Parser)]
+#[command(name = "flack", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node in the foreground, logging to stderr.
+    Foreground(RunArgs),
+    /// Run a node in the foreground (the release's `console`; same as foreground).
+    Console(RunArgs),
+}
+
+/// Options of a running node. Erlang-style `-flack port N` works as well as `--port N`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Port of the HTTP and websocket listener [default: 8080, or `-flack port N`].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Directory of the web client [default: `static` next to the release, else `./static`].
+    #[arg(long)]
+    pub static_dir: Option<PathBuf>,
+    /// Seconds without a frame from a client before its connection is closed.
+    #[arg(long, default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+    /// Largest frame accepted from a client, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Events that may wait for one client before it is closed as too slow.
+    #[arg(long, default_value_t = 1024)]
+    pub outbound_queue: usize,
+    /// Seconds a single write to a client may take before it is closed as too slow.
+    #[arg(long, default_value_t = 10)]
+    pub write_timeout_secs: u64,
+    /// Seconds given to open connections to close on shutdown.
+    #[arg(long, default_value_t = 5)]
+    pub shutdown_grace_secs: u64,
+}

@@ -1,0 +1,209 @@
+//! Erlang-style arguments, as `erl` reads them from its command line and from
+//! a release's `vm.args`: `-sname flack`, `-setcookie c`, `-kernel
+//! net_ticktime 20`, `-flack port 8081`, `+K true`.
+//!
+//! Operators start the original release with `bin/flack start -flack port
+//! 8081`, which relx passes to `erl` as application environment. We accept the
+//! same words in the same places, so the habits carry over. Flags that only
+//! mean something to the BEAM emulator (`+K`, `+A30`, `-smp`) are kept as
+//! [`ErlArgs::ignored`] for the caller to warn about.
+
+/// An application-environment override: `-App Key Value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppEnv {
+    /// The application, e.g. `flack` or `kernel`.
+    pub app: String,
+    /// The key, e.g. `port`.
+    pub key: String,
+    /// The value as written (an Erlang term in text form).
+    pub value: String,
+}
+
+/// What a list of Erlang-style arguments says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErlArgs {
+    /// `-sname NAME`.
+    pub sname: Option<String>,
+    /// `-name NAME[@HOST]`.
+    pub name: Option<String>,
+    /// `-setcookie COOKIE`.
+    pub cookie: Option<String>,
+    /// `-hidden`.
+    pub hidden: bool,
+    /// `-config FILE` (a sys.config).
+    pub config: Option<String>,
+    /// `-App Key Value` overrides, in order.
+    pub app_env: Vec<AppEnv>,
+    /// Arguments understood but without effect here (emulator flags).
+    pub ignored: Vec<String>,
+}
+
+/// A malformed Erlang-style argument list.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ErlArgsError(pub String);
+
+/// Emulator flags that take no value.
+const BARE_FLAGS: &[&str] = &[
+    "-noshell",
+    "-noinput",
+    "-detached",
+    "-smp",
+    "-nouser",
+    "-heart",
+    "-mode",
+];
+
+impl ErlArgs {
+    /// Parses `args`, consuming every Erlang-style argument; what is left
+    /// (GNU-style `--flags` and plain words) is returned for the caller.
+    pub fn extract(args: &[String]) -> Result<(Self, Vec<String>), ErlArgsError> {
+        let mut parsed = Self::default();
+        let mut rest = Vec::new();
+        let mut index = 0;
+        let value = |index: usize, flag: &str| -> Result<String, ErlArgsError> {
+            args.get(index + 1)
+                .cloned()
+                .ok_or_else(|| ErlArgsError(format!("{flag} needs a value")))
+        };
+        while index < args.len() {
+            let arg = &args[index];
+            match arg.as_str() {
+                "-sname" => {
+                    parsed.sname = Some(value(index, arg)?);
+                    index += 2;
+                }
+                "-name" => {
+                    parsed.name = Some(value(index, arg)?);
+                    index += 2;
+                }
+                "-setcookie" => {
+                    parsed.cookie = Some(value(index, arg)?);
+                    index += 2;
+                }
+                "-config" => {
+                    parsed.config = Some(value(index, arg)?);
+                    index += 2;
+                }
+                "-hidden" => {
+                    parsed.hidden = true;
+                    index += 1;
+                }
+                flag if BARE_FLAGS.contains(&flag) => {
+                    parsed.ignored.push(flag.to_owned());
+                    index += 1;
+                }
+                flag if flag.starts_with('+') => {
+                    // `+K true` or `+A30`: a value follows only when the flag
+                    // is a bare letter and the next word is not a flag.
+                    let takes_value = flag.len() == 2
+                        && args
+                            .get(index + 1)
+                            .is_some_and(|next| !next.starts_with(['-', '+']));
+                    if takes_value {
+                        parsed.ignored.push(format!("{flag} {}", args[index + 1]));
+                        index += 2;
+                    } else {
+                        parsed.ignored.push(flag.to_owned());
+                        index += 1;
+                    }
+                }
+                flag if is_app_flag(flag) => {
+                    let key = value(index, flag)?;
+                    let val = args
+                        .get(index + 2)
+                        .cloned()
+                        .ok_or_else(|| ErlArgsError(format!("{flag} {key} needs a value")))?;
+                    parsed.app_env.push(AppEnv {
+                        app: flag[1..].to_owned(),
+                        key,
+                        value: val,
+                    });
+                    index += 3;
+                }
+                _ => {
+                    rest.push(arg.clone());
+                    index += 1;
+                }
+            }
+        }
+        Ok((parsed, rest))
+    }
+
+    /// The last `-App Key Value` for this application and key.
+    pub fn app_value(&self, app: &str, key: &str) -> Option<&str> {
+        self.app_env
+            .iter()
+            .rev()
+            .find(|env| env.app == app && env.key == key)
+            .map(|env| env.value.as_str())
+    }
+
+    /// Adds `other` on top of `self`: its values win where both say something.
+    pub fn overlay(&mut self, other: ErlArgs) {
+        if other.sname.is_some() {
+            self.sname = other.sname;
+        }
+        if other.name.is_some() {
+            self.name = other.name;
+        }
+        if other.cookie.is_some() {
+            self.cookie = other.cookie;
+        }
+        if other.config.is_some() {
+            self.config = other.config;
+        }
+        self.hidden |= other.hidden;
+        self.app_env.extend(other.app_env);
+        self.ignored.extend(other.ignored);
+    }
+}
+
+/// `-flack`, `-kernel`, `-gproc`: a single dash and an Erlang application
+/// name (lowercase letter first). GNU options (`--port`) and short flags of
+/// one letter (`-h`) are not.
+fn is_app_flag(flag: &str) -> bool {
+    let Some(name) = flag.strip_prefix('-') else {
+        return false;
+    };
+    name.len() > 1
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn release_style_arguments() {
+        let (args, rest) =
+            ErlArgs::extract(&words("foreground -flack port 8081 --bind 127.0.0.1 -sname flack2 -setcookie c +K true +A30 -kernel net_ticktime 20"))
+                .expect("valid");
+        assert_eq!(rest, words("foreground --bind 127.0.0.1"));
+        assert_eq!(args.app_value("flack", "port"), Some("8081"));
+        assert_eq!(args.app_value("kernel", "net_ticktime"), Some("20"));
+        assert_eq!(args.sname.as_deref(), Some("flack2"));
+        assert_eq!(args.cookie.as_deref(), Some("c"));
+        assert_eq!(args.ignored, ["+K true", "+A30"]);
+    }
+
+    #[test]
+    fn missing_values_are_errors() {
+        assert!(ErlArgs::extract(&words("-flack port")).is_err());
+        assert!(ErlArgs::extract(&words("-sname")).is_err());
+    }
+
+    #[test]
+    fn later_values_win() {
+        let (mut base, _) = ErlArgs::extract(&words("-sname a -flack port 1")).expect("valid");
+        let (top, _) = ErlArgs::extract(&words("-flack port 2")).expect("valid");
+        base.overlay(top);
+        assert_eq!(base.sname.as_deref(), Some("a"));
+        assert_eq!(base.app_value("flack", "port"), Some("2"));
+    }
+}
