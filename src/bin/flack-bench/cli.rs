@@ -48,6 +48,12 @@ pub struct Target {
     pub url: String,
     /// The socket address it resolves to (loopback only, no DNS lookup).
     pub addr: SocketAddr,
+    /// Path and query of the upgrade request.
+    #[serde(skip)]
+    pub path: String,
+    /// Host header of the upgrade request.
+    #[serde(skip)]
+    pub host_header: String,
 }
 
 /// Options shared by every scenario.
@@ -238,9 +244,21 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
         ));
     }
     let port = uri.port_u16().unwrap_or(80);
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/")
+        .to_string();
+    let host_header = match uri.port_u16() {
+        Some(p) => format!("{}:{p}", uri.host().unwrap_or(host)),
+        None => uri.host().unwrap_or(host).to_string(),
+    };
     Ok(Target {
         url: s.to_string(),
         addr: SocketAddr::new(ip, port),
+        path,
+        host_header,
     })
 }
 
@@ -272,5 +290,12 @@ mod tests {
         assert!(parse_target("http://127.0.0.1/").is_err());
         let t = parse_target("ws://[::1]:9/c").expect("valid");
         assert_eq!(t.addr, "[::1]:9".parse().expect("addr"));
+        assert_eq!(t.path, "/c");
+        assert_eq!(t.host_header, "[::1]:9");
+        let t = parse_target("ws://localhost:8080").expect("valid");
+        assert_eq!(
+            (t.path.as_str(), t.host_header.as_str()),
+            ("/", "localhost:8080")
+        );
     }
 }

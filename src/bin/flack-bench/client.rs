@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::cli::Target;
 
@@ -345,14 +346,67 @@ pub async fn connect(
         .max_write_buffer_size(1 << 20)
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20));
-    let (ws, _resp) = tokio::time::timeout(
-        cfg.op_timeout,
-        tokio_tungstenite::client_async_with_config(target.url.as_str(), stream, Some(ws_cfg)),
-    )
-    .await
-    .map_err(|_| err(Stage::Upgrade, "timeout"))?
-    .map_err(|e| err(Stage::Upgrade, e.to_string()))?;
-    Ok(ws)
+    let mut stream = stream;
+    let tail = tokio::time::timeout(cfg.op_timeout, upgrade(&mut stream, target))
+        .await
+        .map_err(|_| err(Stage::Upgrade, "timeout"))??;
+    Ok(WebSocketStream::from_partially_read(stream, tail, Role::Client, Some(ws_cfg)).await)
+}
+
+/// Largest upgrade response accepted.
+const MAX_UPGRADE_RESPONSE: usize = 16 * 1024;
+
+/// Performs the websocket upgrade (RFC 6455 section 4.1) and returns the
+/// bytes read past the response. Done here rather than by tungstenite's
+/// handshake because that one hands its 4 KiB read buffer on to the
+/// connection, whatever read buffer size is configured; held 100k times,
+/// that is 400 MiB of client memory.
+async fn upgrade(stream: &mut TcpStream, target: &Target) -> Result<Vec<u8>, StepError> {
+    let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n",
+        target.path, target.host_header
+    );
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| err(Stage::Upgrade, format!("send request: {e}")))?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    let end = loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| err(Stage::Upgrade, format!("read response: {e}")))?;
+        if n == 0 {
+            return Err(err(Stage::Upgrade, "connection closed during upgrade"));
+        }
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            break from + p + 4;
+        }
+        if buf.len() > MAX_UPGRADE_RESPONSE {
+            return Err(err(Stage::Upgrade, "upgrade response too long"));
+        }
+    };
+    let head = std::str::from_utf8(&buf[..end])
+        .map_err(|_| err(Stage::Upgrade, "upgrade response is not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("101") {
+        return Err(err(Stage::Upgrade, format!("server answered {status:?}")));
+    }
+    let accept = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-accept"))
+        .map(|(_, v)| v.trim());
+    let want = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if accept != Some(want.as_str()) {
+        return Err(err(Stage::Upgrade, "bad Sec-WebSocket-Accept"));
+    }
+    Ok(buf[end..].to_vec())
 }
 
 /// Sends one client message.

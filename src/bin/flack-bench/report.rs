@@ -94,6 +94,9 @@ pub struct CpuReport {
     pub machine_busy_pct: Option<f64>,
     /// Average cores used by the given server pids.
     pub server_cores_used: Option<f64>,
+    /// Average cores used by every other process (machine busy minus client
+    /// and servers; includes the servers when no --server-pid was given).
+    pub other_cores_used: Option<f64>,
     /// The client used at least 90% of its worker threads' capacity.
     pub client_saturated: bool,
     /// The machine was at least 95% busy (client and server compete).
@@ -110,10 +113,14 @@ impl CpuReport {
         let client_saturated = u.client_cores >= 0.9 * capacity;
         let machine_saturated = u.machine_busy.is_some_and(|b| b >= 0.95);
         let cores = round3(u.client_cores);
+        let busy_cores = u.machine_busy.map(|b| b * ncpu as f64);
+        let other = busy_cores
+            .map(|b| round3((b - u.client_cores - u.server_cores.unwrap_or(0.0)).max(0.0)));
         let server = u
             .server_cores
-            .map(|s| format!("{:.2}", s))
+            .map(|s| round3(s).to_string())
             .unwrap_or_else(|| "? (no --server-pid)".into());
+        let other_txt = other.map(|o| o.to_string()).unwrap_or_else(|| "?".into());
         let assessment = if client_saturated {
             format!(
                 "CLIENT SATURATED: the client used {cores} of its {capacity} usable cores; \
@@ -121,8 +128,8 @@ impl CpuReport {
             )
         } else if machine_saturated {
             format!(
-                "MACHINE SATURATED: all {ncpu} CPUs busy; the client used {cores} cores and the \
-                 server {server}, so the client's share slowed the server"
+                "MACHINE SATURATED: all {ncpu} CPUs busy (client {cores} cores, server {server}, \
+                 other processes {other_txt}); the figures are CPU-bound, not the server's alone"
             )
         } else {
             format!("client not saturated: it used {cores} of {capacity} usable cores")
@@ -136,6 +143,7 @@ impl CpuReport {
             machine_cpus: ncpu,
             machine_busy_pct: u.machine_busy.map(|b| crate::stats::round1(b * 100.0)),
             server_cores_used: u.server_cores.map(round3),
+            other_cores_used: other,
             client_saturated,
             machine_saturated,
             assessment,
@@ -199,12 +207,14 @@ impl Report {
             Status::SetupFailed => "SETUP FAILED",
             Status::Interrupted => "INTERRUPTED",
         };
+        let label = self
+            .label
+            .as_deref()
+            .map(|l| format!(" [{l}]"))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "== flack-bench {} {}: {} (exit {}) ==\n",
-            self.scenario,
-            self.label.as_deref().unwrap_or(""),
-            status,
-            self.verdict.exit_code
+            "== flack-bench {}{label}: {} (exit {}) ==\n",
+            self.scenario, status, self.verdict.exit_code
         ));
         if let Value::Object(map) = &v {
             for (k, val) in map {

@@ -205,7 +205,8 @@ async fn member(sh: Arc<Shared>, rtt: Arc<Mutex<Latency>>, i: u64) -> End {
             }
         }
     }
-    let clean = client::close(ws, env.op_timeout).await.is_ok();
+    // Boxed: the close state would otherwise enlarge every held future.
+    let clean = Box::pin(client::close(ws, env.op_timeout)).await.is_ok();
     End::Closed { clean }
 }
 
