@@ -184,8 +184,9 @@ pub struct FloodArgs {
     /// Seconds of sending before measuring [default: 2; smoke: 1].
     #[arg(long)]
     pub warmup: Option<f64>,
-    /// Messages a sender may have in flight (sent but not yet echoed back to
-    /// it). Bounds the server's queues; 0 = no window, only TCP backpressure.
+    /// Messages a sender may have in flight: it waits while its undelivered
+    /// deliveries (all members together) reach window x members. Bounds the
+    /// server's queues; 0 = no window, only TCP backpressure.
     #[arg(long, default_value_t = 64)]
     pub window: u32,
     /// Seconds to wait after the last send for deliveries still in flight.

@@ -40,8 +40,8 @@ use crate::sys::{self, unix_nanos};
 pub enum Mode {
     /// All senders together send this many messages per second.
     Rate(f64),
-    /// Each sender sends as fast as possible with at most this many
-    /// messages in flight (0: unbounded).
+    /// Each sender sends as fast as possible while fewer than this many
+    /// times members of its deliveries are outstanding (0: unbounded).
     Flood(u32),
 }
 
@@ -111,6 +111,9 @@ pub struct RoomResults {
     /// Seconds from the end of sending until every delivery arrived (or the
     /// drain limit).
     pub drain_secs: f64,
+    /// Deliveries were still arriving when the drain limit ran out, so the
+    /// `lost` count may include a server backlog.
+    pub still_arriving_at_drain_end: bool,
     /// How late senders were against their schedule (fanout mode).
     pub sender_lag: LatencySummary,
     /// Connections closed by the server or failed after setup.
@@ -170,6 +173,8 @@ struct Shared {
     plan: watch::Receiver<Option<Plan>>,
     /// Messages sent so far, per global sender.
     sent: Vec<AtomicU64>,
+    /// Flood window bookkeeping per global sender (empty in rate mode).
+    flow: Vec<Flow>,
     sent_in_window: AtomicU64,
     senders_done: AtomicU64,
     send_errors: AtomicU64,
@@ -211,10 +216,11 @@ struct Tally {
     seq: SequenceReport,
 }
 
-/// How many of a sender's own messages came back to it (flood window).
+/// Deliveries of one sender's messages so far, all members together
+/// (flood window).
 #[derive(Default)]
-struct Echo {
-    count: AtomicU64,
+struct Flow {
+    delivered: AtomicU64,
     notify: Notify,
 }
 
@@ -226,8 +232,6 @@ struct Receiver<'a> {
     chat: &'a str,
     sender_base: u32,
     trackers: Vec<PairTracker>,
-    own_sender: Option<u32>,
-    echo: &'a Echo,
     last_seq: Option<i64>,
     tally: Tally,
 }
@@ -278,9 +282,9 @@ impl Receiver<'_> {
                 if self.plan.in_window(now) {
                     self.grp.delivered_in_window.fetch_add(1, Ordering::Relaxed);
                 }
-                if self.own_sender == Some(p.sender) {
-                    self.echo.count.fetch_max(p.counter + 1, Ordering::Release);
-                    self.echo.notify.notify_one();
+                if let Some(f) = self.sh.flow.get(p.sender as usize) {
+                    f.delivered.fetch_add(1, Ordering::Release);
+                    f.notify.notify_one();
                 }
             }
             "protocol_error" => {
@@ -389,7 +393,6 @@ async fn sender(
     g: u32,
     chat: &str,
     tx: &mut SplitSink<Ws, Message>,
-    echo: &Echo,
 ) {
     let mut buf = String::with_capacity(sh.cfg.message_bytes + 64);
     let mut counter = 0u64;
@@ -450,14 +453,19 @@ async fn sender(
                 _ = sh.cancel.cancelled() => return,
                 _ = tokio::time::sleep_until(plan.t0) => {}
             }
+            let members = u64::from(sh.cfg.members);
+            let limit = u64::from(window) * members;
+            let flow = &sh.flow[g as usize];
             while tokio::time::Instant::now() < plan.end {
+                // Undelivered deliveries of this sender's messages, over
+                // all members: bounds what the server has to queue.
                 while window > 0
-                    && counter.saturating_sub(echo.count.load(Ordering::Acquire))
-                        >= u64::from(window)
+                    && (counter * members).saturating_sub(flow.delivered.load(Ordering::Acquire))
+                        >= limit
                 {
                     tokio::select! {
                         _ = sh.cancel.cancelled() => return,
-                        _ = echo.notify.notified() => {}
+                        _ = flow.notify.notified() => {}
                         _ = tokio::time::sleep_until(plan.end) => break,
                     }
                 }
@@ -518,7 +526,6 @@ async fn member(sh: Arc<Shared>, grp: Arc<Group>, room: u32, idx: u32) -> Tally 
     };
     let sender_base = room * cfg.senders;
     let own_sender = (idx < cfg.senders).then_some(sender_base + idx);
-    let echo = Echo::default();
     let (mut tx, rx) = session.ws.split();
     let mut recv = Receiver {
         sh: &sh,
@@ -527,14 +534,12 @@ async fn member(sh: Arc<Shared>, grp: Arc<Group>, room: u32, idx: u32) -> Tally 
         chat: &chat,
         sender_base,
         trackers: vec![PairTracker::default(); cfg.senders as usize],
-        own_sender,
-        echo: &echo,
         last_seq: None,
         tally: Tally::default(),
     };
     let send_side = async {
         if let Some(g) = own_sender {
-            sender(&sh, &grp, plan, g, &chat, &mut tx, &echo).await;
+            sender(&sh, &grp, plan, g, &chat, &mut tx).await;
             sh.senders_done.fetch_add(1, Ordering::Release);
         }
         pinger(&sh, &mut tx).await;
@@ -608,6 +613,10 @@ pub async fn run_rooms(
         progress: SetupProgress::default(),
         plan: plan_rx,
         sent: (0..total_senders).map(|_| AtomicU64::new(0)).collect(),
+        flow: match cfg.mode {
+            Mode::Flood(w) if w > 0 => (0..total_senders).map(|_| Flow::default()).collect(),
+            _ => Vec::new(),
+        },
         sent_in_window: AtomicU64::new(0),
         senders_done: AtomicU64::new(0),
         send_errors: AtomicU64::new(0),
@@ -639,6 +648,7 @@ pub async fn run_rooms(
     let mut interrupted = sw.interrupted;
     let mut cpu = None;
     let mut drain_secs = 0.0;
+    let mut still_arriving = false;
     let mut timeline = Vec::new();
     let delivered =
         |gs: &[Arc<Group>]| -> u64 { gs.iter().map(|g| g.delivered.load(Ordering::Relaxed)).sum() };
@@ -701,7 +711,8 @@ pub async fn run_rooms(
         expected = (0..cfg.rooms)
             .map(|r| sent_by_room(r) * u64::from(cfg.members))
             .sum();
-        while delivered(&groups) < expected
+        let mut last = (delivered(&groups), Instant::now());
+        while last.0 < expected
             && !interrupted
             && tokio::time::Instant::now() < drain_deadline
             && sh.dropped.load(Ordering::Relaxed) == 0
@@ -709,7 +720,12 @@ pub async fn run_rooms(
             interrupted |= env
                 .sleep_until(tokio::time::Instant::now() + Duration::from_millis(10))
                 .await;
+            let d = delivered(&groups);
+            if d != last.0 {
+                last = (d, Instant::now());
+            }
         }
+        still_arriving = last.0 < expected && last.1.elapsed() < Duration::from_secs(1);
         drain_secs = t_end.elapsed().as_secs_f64();
         timeline = sampler.finish().await;
     } else if !sw.interrupted {
@@ -776,8 +792,14 @@ pub async fn run_rooms(
         .map(|v| v.clone())
         .unwrap_or_default();
     if sw.all_ready {
+        let lost_what = if still_arriving {
+            "not delivered when the drain limit ran out (deliveries were still arriving: \
+             a server backlog, raise --drain-secs to tell it from loss)"
+        } else {
+            "lost"
+        };
         for (n, what) in [
-            (t.lost, "lost"),
+            (t.lost, lost_what),
             (t.duplicated, "duplicated"),
             (t.reordered, "reordered (per sender)"),
             (t.beyond, "with a counter never sent"),
@@ -823,6 +845,7 @@ pub async fn run_rooms(
         reordered: t.reordered,
         unknown_counter: t.beyond,
         drain_secs: round3(drain_secs),
+        still_arriving_at_drain_end: still_arriving,
         sender_lag: lag.summary(),
         dropped,
         first_drop_reasons,

@@ -1,7 +1,7 @@
 //! The flood scenario: the fanout room set-up, but every sender sends as
-//! fast as the server takes its messages, keeping at most `--window` of its
-//! own messages in flight (sent but not yet echoed back to it), which bounds
-//! the server's queues. The figure of interest is the delivery rate the
+//! fast as the server takes its messages, keeping at most `--window` times
+//! members of its deliveries outstanding (sent but not yet received by a
+//! member), which bounds the server's queues even towards slow members. The figure of interest is the delivery rate the
 //! server sustains; latency and the loss, duplicate and reorder checks are
 //! reported as in fanout.
 

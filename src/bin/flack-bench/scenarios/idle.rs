@@ -249,6 +249,15 @@ pub async fn run(env: Arc<Env>, a: IdleArgs) -> Result<Report, String> {
     }
 
     let rss_before = env.server_rss();
+    if let (Some(rss), Some(hwm)) = (rss_before, env.server_hwm())
+        && hwm > rss + rss / 10 + 1024
+    {
+        notes.push(format!(
+            "the server's peak RSS ({hwm} KiB) is above its RSS before this run ({rss} KiB): \
+             memory its allocator kept from earlier load gets reused, so KiB per connection \
+             is understated; measure on a freshly started server"
+        ));
+    }
     let client_before = sys::self_rss_kib();
     let sh = Arc::new(Shared {
         env: env.clone(),
