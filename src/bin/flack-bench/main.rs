@@ -11,6 +11,8 @@
 
 mod cli;
 mod client;
+#[cfg(test)]
+mod mock;
 mod report;
 mod scenarios;
 mod stats;

@@ -828,6 +828,13 @@ pub async fn run_rooms(
                  backpressure held them back"
             ));
         }
+        let lag_p99 = lag.summary().p99_ms;
+        if sw.all_ready && lag_p99 > 10.0 {
+            notes.push(format!(
+                "senders woke up late (p99 {lag_p99} ms behind schedule): the client did not get \
+                 the CPU in time, and latencies include that delay"
+            ));
+        }
     }
     let send_errors = sh.send_errors.load(Ordering::Relaxed);
     let results = RoomResults {
