@@ -14,6 +14,7 @@
 //! lowering the offered rate (no coordinated omission). In flood mode it is
 //! the actual send time.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +26,7 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::{Env, Sampler, ServerRss, SetupProgress, SetupSummary};
 use crate::cli::{FanoutArgs, secs};
@@ -301,10 +302,13 @@ impl Receiver<'_> {
 
     /// Reads until cancelled or the connection ends.
     async fn run(&mut self, mut rx: SplitStream<Ws>) -> SplitStream<Ws> {
+        // Registered once: re-creating it per message showed in profiles.
+        let cancelled = self.sh.cancel.cancelled();
+        tokio::pin!(cancelled);
         loop {
             tokio::select! {
                 biased;
-                _ = self.sh.cancel.cancelled() => break,
+                _ = &mut cancelled => break,
                 m = rx.next() => match m {
                     Some(Ok(Message::Text(t))) => self.on_text(t.as_str()),
                     Some(Ok(Message::Close(f))) => {
@@ -365,6 +369,7 @@ async fn send_bench(
     chat: &str,
     buf: &mut String,
     p: BenchPayload,
+    cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
 ) -> bool {
     p.format_into(buf, sh.cfg.message_bytes);
     let msg = ClientMsg::ChatMessage {
@@ -381,7 +386,7 @@ async fn send_bench(
                 false
             }
         },
-        _ = sh.cancel.cancelled() => false,
+        _ = cancelled => false,
     }
 }
 
@@ -395,6 +400,8 @@ async fn sender(
     tx: &mut SplitSink<Ws, Message>,
 ) {
     let mut buf = String::with_capacity(sh.cfg.message_bytes + 64);
+    let cancelled = sh.cancel.cancelled();
+    tokio::pin!(cancelled);
     let mut counter = 0u64;
     let mut in_window = 0u64;
     match sh.cfg.mode {
@@ -414,7 +421,7 @@ async fn sender(
                 // Long gaps between messages still need pings.
                 while due > last_write + ping {
                     tokio::select! {
-                        _ = sh.cancel.cancelled() => return,
+                        _ = &mut cancelled => return,
                         _ = tokio::time::sleep_until(last_write + ping) => {}
                     }
                     if tx.send(ClientMsg::Ping.to_ws()).await.is_err() {
@@ -424,7 +431,7 @@ async fn sender(
                     last_write = tokio::time::Instant::now();
                 }
                 tokio::select! {
-                    _ = sh.cancel.cancelled() => return,
+                    _ = &mut cancelled => return,
                     _ = tokio::time::sleep_until(due) => {}
                 }
                 let now = tokio::time::Instant::now();
@@ -437,7 +444,7 @@ async fn sender(
                     counter,
                     nanos,
                 };
-                if !send_bench(sh, tx, chat, &mut buf, p).await {
+                if !send_bench(sh, tx, chat, &mut buf, p, cancelled.as_mut()).await {
                     break;
                 }
                 counter += 1;
@@ -450,7 +457,7 @@ async fn sender(
         }
         Mode::Flood(window) => {
             tokio::select! {
-                _ = sh.cancel.cancelled() => return,
+                _ = &mut cancelled => return,
                 _ = tokio::time::sleep_until(plan.t0) => {}
             }
             let members = u64::from(sh.cfg.members);
@@ -464,7 +471,7 @@ async fn sender(
                         >= limit
                 {
                     tokio::select! {
-                        _ = sh.cancel.cancelled() => return,
+                        _ = &mut cancelled => return,
                         _ = flow.notify.notified() => {}
                         _ = tokio::time::sleep_until(plan.end) => break,
                     }
@@ -478,7 +485,7 @@ async fn sender(
                     counter,
                     nanos,
                 };
-                if !send_bench(sh, tx, chat, &mut buf, p).await {
+                if !send_bench(sh, tx, chat, &mut buf, p, cancelled.as_mut()).await {
                     break;
                 }
                 counter += 1;
