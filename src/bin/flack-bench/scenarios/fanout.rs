@@ -115,8 +115,8 @@ pub struct RoomResults {
     /// Deliveries were still arriving when the drain limit ran out, so the
     /// `lost` count may include a server backlog.
     pub still_arriving_at_drain_end: bool,
-    /// How late senders were against their schedule (fanout mode).
-    pub sender_lag: LatencySummary,
+    /// How late senders were against their schedule (fanout mode only).
+    pub sender_lag: Option<LatencySummary>,
     /// Connections closed by the server or failed after setup.
     pub dropped: u64,
     /// The first few reasons.
@@ -860,7 +860,7 @@ pub async fn run_rooms(
         unknown_counter: t.beyond,
         drain_secs: round3(drain_secs),
         still_arriving_at_drain_end: still_arriving,
-        sender_lag: lag.summary(),
+        sender_lag: matches!(cfg.mode, Mode::Rate(_)).then(|| lag.summary()),
         dropped,
         first_drop_reasons,
         send_errors,
