@@ -15,9 +15,16 @@ use serde::Serialize;
 use tokio_tungstenite::tungstenite::http::Uri;
 
 /// Load generator for flack websocket chat servers (the Rust one or the
-/// original Erlang one).
+/// original Erlang one), over real websockets on loopback only.
 #[derive(Debug, Parser)]
-#[command(name = "flack-bench", version, about, long_about = None)]
+#[command(
+    name = "flack-bench",
+    version,
+    after_help = "Every run is bounded in time and stops by itself. Exit codes: 0 pass, \
+                  1 a check failed (lost, duplicated or reordered messages, dropped \
+                  connections, failed cycles), 2 usage or fatal error, 3 the scenario could \
+                  not be set up, 4 interrupted."
+)]
 pub struct Cli {
     /// The scenario to run.
     #[command(subcommand)]

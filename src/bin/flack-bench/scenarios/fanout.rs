@@ -526,7 +526,10 @@ async fn member(sh: Arc<Shared>, grp: Arc<Group>, room: u32, idx: u32) -> Tally 
     let mut plan_rx = sh.plan.clone();
     let plan = tokio::select! {
         p = plan_rx.wait_for(|p| p.is_some()) => match p {
-            Ok(p) => (*p).unwrap_or_else(|| unreachable!("waited for Some")),
+            Ok(p) => match *p {
+                Some(p) => p,
+                None => return Tally::default(),
+            },
             Err(_) => return Tally::default(),
         },
         _ = sh.cancel.cancelled() => return Tally::default(),
