@@ -102,6 +102,12 @@ pub struct CloseResults {
     pub unclean: u64,
     /// Group tasks that had to be aborted.
     pub aborted_groups: usize,
+    /// Milliseconds a fresh connection took to connect and authenticate
+    /// right after all were closed (shows whether the server stays
+    /// responsive through a mass disconnect).
+    pub fresh_login_after_close_ms: Option<f64>,
+    /// Why that fresh connection failed, if it did.
+    pub fresh_login_error: Option<String>,
 }
 
 struct Shared {
@@ -348,6 +354,24 @@ pub async fn run(env: Arc<Env>, a: IdleArgs) -> Result<Report, String> {
         Some(s) => s.finish().await,
         None => Vec::new(),
     };
+    // One fresh login: does the server still answer after the mass close?
+    let t_probe = Instant::now();
+    let probe = {
+        let mut times = client::SetupTimes::default();
+        let user = format!("ib-{}-probe", env.run_id);
+        match client::open_session(env.target(0), None, &sh.cfg, &user, &mut times).await {
+            Ok(s) => {
+                let _ = Box::pin(client::close(s.ws, env.op_timeout)).await;
+                Ok(t_probe.elapsed().as_secs_f64() * 1000.0)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    if let Err(e) = &probe {
+        notes.push(format!(
+            "SERVER UNRESPONSIVE after the connections closed: a fresh login failed ({e})"
+        ));
+    }
     let after_close = if env.server_pids.is_empty() {
         None
     } else {
@@ -366,6 +390,15 @@ pub async fn run(env: Arc<Env>, a: IdleArgs) -> Result<Report, String> {
         (Some(a), Some(b)) => Some(round1((b as f64 - a as f64) / ready)),
         _ => None,
     };
+    let server_per_conn = per_conn(server_rss.before_kib, server_rss.after_setup_kib);
+    if sw.all_ready && server_per_conn.is_some_and(|k| k < 1.0) {
+        notes.push(
+            "the server's RSS hardly grew with the connections: it probably reused memory kept \
+             from earlier load, so KiB per connection is understated; measure on a freshly \
+             started server"
+                .into(),
+        );
+    }
     let dropped = sh.dropped.load(Ordering::Relaxed);
     let first_drop_reasons = sh
         .drop_reasons
@@ -382,7 +415,7 @@ pub async fn run(env: Arc<Env>, a: IdleArgs) -> Result<Report, String> {
         notes.push(format!("{unexpected} unexpected server messages"));
     }
     let results = IdleResults {
-        server_kib_per_connection: per_conn(server_rss.before_kib, server_rss.after_setup_kib),
+        server_kib_per_connection: server_per_conn,
         client_kib_per_connection: per_conn(client_before, client_after),
         setup,
         server_rss,
@@ -403,6 +436,8 @@ pub async fn run(env: Arc<Env>, a: IdleArgs) -> Result<Report, String> {
             clean,
             unclean,
             aborted_groups,
+            fresh_login_after_close_ms: probe.as_ref().ok().map(|ms| round3(*ms)),
+            fresh_login_error: probe.err(),
         },
     };
     let verdict = Verdict::new(
