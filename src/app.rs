@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -15,11 +16,14 @@ use tracing::info;
 
 use crate::chat::connection::{ChatContext, ConnectionLimits};
 use crate::cluster::directory::Directory;
+use crate::cluster::gproc_dist::{ClusterStatus, GprocDist as Candidate, GprocDistConfig};
+use crate::config::NodeName as ConfigName;
 use crate::config::Settings;
+use crate::config::sys_config::GprocDist;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::node::ProcessTable;
-use crate::node::pid::NO_NODE;
+use crate::node::identity::NodeName;
+use crate::node::{Node, NodeConfig};
 
 /// A node that is serving.
 pub struct RunningNode {
@@ -29,10 +33,18 @@ pub struct RunningNode {
     pub shutdown: CancellationToken,
     /// Counters, for tests and the metrics endpoint.
     pub metrics: Arc<Metrics>,
+    /// The Erlang node.
+    pub node: Node,
+    directory: Arc<Directory>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningNode {
+    /// This node's view of the gproc_dist cluster, when it is in one.
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        self.directory.cluster().map(|cluster| cluster.status())
+    }
+
     /// Shuts down and waits until every session has closed (or the grace
     /// period is over).
     pub async fn stop(self) -> anyhow::Result<()> {
@@ -53,12 +65,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", settings.listen))?;
     let local_addr = listener.local_addr()?;
-    let node_name: Arc<str> = Arc::from(NO_NODE);
+    let node = Node::start(node_config(&settings)?).await?;
+    let node_name: Arc<str> = Arc::from(node.name());
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
     let chat = Arc::new(ChatContext {
-        directory: Arc::new(Directory::new(metrics.clone())),
-        processes: Arc::new(ProcessTable::new(node_name.clone(), 0)),
+        directory: Directory::new(metrics.clone(), node.clone()),
+        node: node.clone(),
         metrics: metrics.clone(),
         limits: ConnectionLimits {
             idle_timeout: settings.idle_timeout,
@@ -68,6 +81,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
         },
         shutdown: shutdown.clone(),
     });
+    if let Some(config) = cluster_config(&settings, &node)? {
+        let observer: Arc<dyn crate::cluster::gproc_dist::RegistryObserver> =
+            chat.directory.clone();
+        let candidate = Candidate::start(node.clone(), config, observer, shutdown.clone())?;
+        chat.directory.join_cluster(candidate);
+    }
+    let directory = chat.directory.clone();
     let state = AppState {
         chat,
         sessions: TaskTracker::new(),
@@ -76,11 +96,68 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
     let router = http::router(state.clone(), settings.static_dir.clone());
     info!(listen = %local_addr, static_dir = %settings.static_dir.display(), "flack node serving");
     let grace = settings.shutdown_grace;
-    let task = tokio::spawn(http::serve(listener, router, state, grace));
+    let running_node = node.clone();
+    let task = tokio::spawn(async move {
+        let served = http::serve(listener, router, state, grace).await;
+        node.shutdown().await;
+        served
+    });
     Ok(RunningNode {
         local_addr,
         shutdown,
         metrics,
+        node: running_node,
+        directory,
         task,
     })
+}
+
+/// The Erlang node this flack node is: named by `-sname`/`-name` (else no
+/// distribution), with `-setcookie` or `~/.erlang.cookie`, `-hidden`, and
+/// `net_ticktime`.
+fn node_config(settings: &Settings) -> anyhow::Result<NodeConfig> {
+    let name = match &settings.node_name {
+        None => return Ok(NodeConfig::local()),
+        Some(ConfigName::Short(spec)) => NodeName::short(spec)?,
+        Some(ConfigName::Long(spec)) => NodeName::long(spec)?,
+    };
+    let cookie = match &settings.cookie {
+        Some(cookie) => cookie.clone(),
+        None => {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+            crate::node::identity::cookie_from_file(
+                &std::path::Path::new(&home).join(".erlang.cookie"),
+            )?
+        }
+    };
+    let mut config = NodeConfig::named(name, &cookie);
+    config.hidden = settings.hidden;
+    config.net_ticktime = settings.net_ticktime;
+    config.epmd_port = settings.epmd_port;
+    Ok(config)
+}
+
+/// The gproc_dist candidate, when sys.config names candidates. `all` is
+/// read as the original does at start: this node and the nodes it is
+/// connected to, which at start is only itself.
+fn cluster_config(settings: &Settings, node: &Node) -> anyhow::Result<Option<GprocDistConfig>> {
+    let candidates = match &settings.gproc_dist {
+        GprocDist::Off => return Ok(None),
+        GprocDist::All => vec![node.name().to_owned()],
+        GprocDist::Candidates { nodes, .. } => nodes.clone(),
+    };
+    if !node.is_distributed() {
+        if candidates.len() > 1 {
+            anyhow::bail!(
+                "gproc_dist names candidates {candidates:?} but the node has no name (-sname or -name)"
+            );
+        }
+        return Ok(None);
+    }
+    Ok(Some(GprocDistConfig {
+        candidates,
+        heartbeat: Duration::from_secs(5),
+        data_dir: settings.data_dir.clone(),
+        call_timeout: Duration::from_secs(5),
+    }))
 }

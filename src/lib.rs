@@ -7,9 +7,11 @@
 //! - [`cluster`]: the global registry that gproc_dist replicates, and the
 //!   chat operations on it.
 //! - [`http`]: the HTTP front: websocket upgrade, static files, health, metrics.
-//! - [`config`]: command line, Erlang-style arguments, settings.
+//! - [`config`]: command line, Erlang-style arguments, vm.args, sys.config,
+//!   settings.
 //!
-//! [`app`] wires them into a running node; [`metrics`] counts what happens.
+//! [`app`] wires them into a running node; [`metrics`] counts what happens;
+//! [`release`] is what the release's start script asks of the binary.
 
 pub mod app;
 pub mod chat;
@@ -18,3 +20,4 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod release;

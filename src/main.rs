@@ -18,7 +18,7 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("flack: {error:#}");
             std::process::ExitCode::FAILURE
@@ -26,8 +26,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
+fn run() -> anyhow::Result<std::process::ExitCode> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("epmd") {
+        return epmd(&args[2..]).map(|()| std::process::ExitCode::SUCCESS);
+    }
     let (erl, rest) = ErlArgs::extract(&args[1..])?;
     let cli = Cli::parse_from(std::iter::once(args[0].clone()).chain(rest));
     match cli.command {
@@ -36,10 +39,68 @@ fn run() -> anyhow::Result<()> {
                 warn!(flag, "emulator flag has no effect on a Rust node; ignored");
             }
             let settings = Settings::resolve(&run, erl)?;
+            for file in &settings.config_files {
+                info!(file = %file.display(), "configuration read");
+            }
+            for warning in &settings.warnings {
+                warn!("{warning}");
+            }
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(serve(settings))
+            runtime.block_on(serve(settings))?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Ping(run) => {
+            let settings = Settings::resolve(&run, erl)?;
+            Ok(flack::release::ping(&settings))
+        }
+        Command::Cluster(run) => {
+            let settings = Settings::resolve(&run, erl)?;
+            Ok(flack::release::cluster(&settings))
         }
     }
+}
+
+/// `flack epmd [-daemon] [-names] [-port N]`: our own EPMD, for machines
+/// without Erlang, with `epmd`'s flags.
+fn epmd(args: &[String]) -> anyhow::Result<()> {
+    let mut port = flack::node::epmd::port_from_env();
+    let (mut daemon, mut names) = (false, false);
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "-daemon" => daemon = true,
+            "-names" => names = true,
+            "-port" => {
+                let value = words
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("-port needs a value"))?;
+                port = value
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("-port {value}: not a port number"))?;
+            }
+            other => {
+                anyhow::bail!("flack epmd: unknown argument {other} (use -daemon, -names, -port N)")
+            }
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    if names {
+        return match runtime.block_on(flack::node::epmd::server::names(port)) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(())
+            }
+            Err(_) => {
+                eprintln!("epmd: Cannot connect to local epmd");
+                std::process::exit(1);
+            }
+        };
+    }
+    if daemon {
+        let exe = std::env::current_exe()?;
+        return Ok(flack::node::epmd::server::spawn_daemon(&exe, port)?);
+    }
+    Ok(runtime.block_on(flack::node::epmd::server::run(port))?)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

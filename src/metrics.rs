@@ -133,6 +133,37 @@ impl Metrics {
     }
 }
 
+/// The cluster section of the export: this node's role, candidates up and
+/// down, and the global registry's size.
+pub fn render_cluster(status: &crate::cluster::gproc_dist::ClusterStatus) -> String {
+    let mut out = String::with_capacity(512);
+    let role = |name: &str| u8::from(status.role == name);
+    let _ = writeln!(
+        out,
+        "# HELP flack_cluster_role This node's gproc_dist role (1 for the current one)."
+    );
+    let _ = writeln!(out, "# TYPE flack_cluster_role gauge");
+    for name in ["leader", "follower", "candidate"] {
+        let _ = writeln!(out, "flack_cluster_role{{role=\"{name}\"}} {}", role(name));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP flack_cluster_candidates gproc_dist candidates by state."
+    );
+    let _ = writeln!(out, "# TYPE flack_cluster_candidates gauge");
+    let down = status.down.len();
+    let up = status.candidates.len().saturating_sub(down);
+    let _ = writeln!(out, "flack_cluster_candidates{{state=\"up\"}} {up}");
+    let _ = writeln!(out, "flack_cluster_candidates{{state=\"down\"}} {down}");
+    let _ = writeln!(
+        out,
+        "# HELP flack_cluster_registry_size Objects in the global gproc registry."
+    );
+    let _ = writeln!(out, "# TYPE flack_cluster_registry_size gauge");
+    let _ = writeln!(out, "flack_cluster_registry_size {}", status.registry_size);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,14 +17,16 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use futures::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use super::event::{ChatEvent, EventKind};
 use super::mailbox::{Mailbox, MailboxSender, mailbox};
 use super::protocol::{ProtocolError, encode};
 use super::session::{Session, Step};
-use crate::cluster::directory::Directory;
+use crate::cluster::directory::{Directory, DirectoryError};
+use crate::cluster::records;
 use crate::metrics::Metrics;
-use crate::node::{Delivery, Inbox, Pid, ProcessTable};
+use crate::node::{Delivery, Inbox, Node, Pid};
 
 /// Close code for a client that could not keep up with its chats (4000-4999
 /// is the range RFC 6455 leaves to applications).
@@ -40,8 +42,8 @@ const WRITE_BATCH: usize = 64;
 pub struct ChatContext {
     /// The chat directory.
     pub directory: Arc<Directory>,
-    /// The node's processes (sessions are processes).
-    pub processes: Arc<ProcessTable>,
+    /// The Erlang node (sessions are its processes).
+    pub node: Node,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Connection limits.
@@ -72,6 +74,8 @@ enum Ending {
     Idle,
     SlowConsumer,
     Shutdown,
+    Killed,
+    Unavailable(String),
 }
 
 impl std::fmt::Display for Ending {
@@ -84,17 +88,40 @@ impl std::fmt::Display for Ending {
             Self::Idle => write!(f, "idle timeout"),
             Self::SlowConsumer => write!(f, "slow consumer"),
             Self::Shutdown => write!(f, "node shutdown"),
+            Self::Killed => write!(f, "process ended by an exit signal"),
+            Self::Unavailable(error) => write!(f, "{error}"),
         }
     }
 }
 
-/// The session's inbox as the node sees it. Terms from Erlang peers are
-/// not chat events yet at this layer; the cluster layer converts them.
-struct SessionInbox;
+/// The session's inbox as the node sees it: chat records sent by members on
+/// other nodes (`{user_joined, ...}` and the rest) join the same bounded
+/// queue as local events; anything else is logged and dropped, as the
+/// original's session logs an unhandled message.
+struct SessionInbox {
+    route: MailboxSender,
+    metrics: Arc<Metrics>,
+}
 
 impl Inbox for SessionInbox {
-    fn deliver_term(&self, _from: Option<&Pid>, _message: eetf::Term) -> Delivery {
-        Delivery::Accepted
+    fn deliver_term(&self, from: Option<&Pid>, message: eetf::Term) -> Delivery {
+        match records::decode(&message) {
+            Ok(event) => {
+                let delivery = self.route.deliver(&Arc::new(event));
+                if delivery == Delivery::Accepted {
+                    Metrics::bump(&self.metrics.deliveries);
+                }
+                delivery
+            }
+            Err(error) => {
+                debug!(?from, %error, "session ignored a message that is not a chat record");
+                Delivery::Accepted
+            }
+        }
+    }
+
+    fn terminated(&self, _reason: &eetf::Term) {
+        self.route.control().flag_terminated();
     }
 }
 
@@ -105,10 +132,14 @@ pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
     metrics
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let pid = context.processes.spawn(Arc::new(SessionInbox));
+    let (route, mailbox) = mailbox(context.limits.outbound_queue);
+    let inbox = Arc::new(SessionInbox {
+        route: route.clone(),
+        metrics: context.metrics.clone(),
+    });
+    let pid = context.node.spawn(inbox);
     info!(%peer, %pid, "connection opened");
 
-    let (route, mailbox) = mailbox(context.limits.outbound_queue);
     let mut connection = Connection {
         socket,
         session: Session::new(),
@@ -118,8 +149,10 @@ pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
     };
     let ending = connection.run(mailbox).await;
 
-    context.directory.session_ended(&pid);
-    context.processes.remove(&pid);
+    context.directory.session_ended(&pid).await;
+    context
+        .node
+        .exit_process(&pid, eetf::Term::from(eetf::Atom::from("normal")));
     metrics
         .connections_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -154,6 +187,10 @@ impl Connection {
                 () = control.wait_overflow() => {
                     return self.drop_slow_consumer().await;
                 }
+                () = control.wait_terminated() => {
+                    self.close(close_code::ERROR, "session process ended").await;
+                    return Ending::Killed;
+                }
                 frame = self.socket.next() => {
                     idle_deadline = Instant::now() + limits.idle_timeout;
                     if let Some(ending) = self.on_frame(frame).await {
@@ -161,6 +198,9 @@ impl Connection {
                     }
                 }
                 Some(event) = mailbox.events.recv() => {
+                    if self.already_known(&event) {
+                        continue;
+                    }
                     if let Err(ending) = self.write_events(event.json.clone(), &mut mailbox).await {
                         return ending;
                     }
@@ -214,31 +254,48 @@ impl Connection {
         let reply = match step {
             Step::Reply(text) => text,
             Step::Authenticate(identity) => {
-                directory.register_user(&self.pid, &identity.user_name, &identity.user_id);
-                encode::authenticated(&identity.user_id)
+                match directory
+                    .register_user(
+                        &self.pid,
+                        &self.route,
+                        &identity.user_name,
+                        &identity.user_id,
+                    )
+                    .await
+                {
+                    Ok(_) => encode::authenticated(&identity.user_id),
+                    Err(error) => return Some(self.unavailable(error).await),
+                }
             }
-            Step::Join { chat } => match directory.join(&chat, &self.pid, self.route.clone()) {
+            Step::Join { chat } => match directory.join(&chat, &self.pid, self.route.clone()).await
+            {
                 Ok(members) => encode::chat_state(&chat, &members),
                 // The session tracks its chats, so the registry agrees; if it
                 // ever did not, the client sees the same error as a re-join.
-                Err(_) => return self.fail(ProtocolError::already_joined()).await,
+                Err(DirectoryError::Registry(_)) => {
+                    return self.fail(ProtocolError::already_joined()).await;
+                }
+                Err(error) => return Some(self.unavailable(error).await),
             },
             Step::Post { chat, message } => {
                 if let Some(identity) = self.session.identity() {
-                    directory.post(&chat, &identity.user_id, message);
+                    let user_id = identity.user_id.clone();
+                    directory.post(&chat, &self.pid, &user_id, message).await;
                 }
                 return None;
             }
             Step::Leave { chat } => {
                 if let Some(identity) = self.session.identity() {
-                    let _ = directory.leave(&chat, &self.pid, &identity.user_id);
+                    let user_id = identity.user_id.clone();
+                    let _ = directory.leave(&chat, &self.pid, &user_id).await;
                 }
                 return None;
             }
             Step::Goodbye { chats } => {
                 if let Some(identity) = self.session.identity() {
+                    let user_id = identity.user_id.clone();
                     for chat in chats {
-                        let _ = directory.leave(&chat, &self.pid, &identity.user_id);
+                        let _ = directory.leave(&chat, &self.pid, &user_id).await;
                     }
                 }
                 let _ = self.send_text(encode::server_goodbye()).await;
@@ -248,6 +305,14 @@ impl Connection {
             Step::Fail(error) => return self.fail(error).await,
         };
         self.send_text(reply).await.err()
+    }
+
+    /// The cluster registry did not answer: the original's connection
+    /// process would crash on the gproc timeout; this one closes with 1011.
+    async fn unavailable(&mut self, error: DirectoryError) -> Ending {
+        warn!(pid = %self.pid, %error, "closing a connection: the registry is unavailable");
+        self.close(close_code::ERROR, "registry unavailable").await;
+        Ending::Unavailable(error.to_string())
     }
 
     async fn fail(&mut self, error: ProtocolError) -> Option<Ending> {
@@ -270,6 +335,21 @@ impl Connection {
         }
     }
 
+    /// In a cluster, a member on another node may announce its join to
+    /// everyone, as the original does, including members that registered
+    /// after it and so already list it in their chat_state. Such a `joined`
+    /// is dropped here, when the session is past its own join, so each
+    /// member is learned exactly once.
+    fn already_known(&self, event: &ChatEvent) -> bool {
+        match &event.kind {
+            EventKind::Joined { user_id, .. } if self.context.directory.cluster().is_some() => self
+                .context
+                .directory
+                .known_from_chat_state(&event.chat, user_id, &self.pid),
+            _ => false,
+        }
+    }
+
     /// Writes `first` and whatever else is already queued, then flushes once.
     async fn write_events(
         &mut self,
@@ -284,6 +364,7 @@ impl Connection {
             written += 1;
             while written < WRITE_BATCH as u64 {
                 match mailbox.events.try_recv() {
+                    Ok(event) if self.already_known(&event) => {}
                     Ok(event) => {
                         self.socket.feed(Message::Text(event.json.clone())).await?;
                         written += 1;

@@ -15,11 +15,14 @@ use tokio::sync::{Notify, mpsc};
 use super::event::ChatEvent;
 use crate::node::Delivery;
 
-/// Signals from producers to the session that owns the queue.
+/// Signals from producers and from the node to the session that owns the
+/// queue.
 #[derive(Debug, Default)]
 pub struct Control {
     overflowed: AtomicBool,
+    terminated: AtomicBool,
     wake: Notify,
+    terminate_notify: Notify,
 }
 
 impl Control {
@@ -46,6 +49,34 @@ impl Control {
             self.wake.notify_one();
         }
     }
+
+    /// Whether the node ended the session's process (an exit signal).
+    pub fn terminated(&self) -> bool {
+        self.terminated.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the node has ended the session's process.
+    pub async fn wait_terminated(&self) {
+        loop {
+            let notified = self.terminate_wake().notified();
+            if self.terminated() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Tells the session its process was ended by the node.
+    pub fn flag_terminated(&self) {
+        if !self.terminated.swap(true, Ordering::AcqRel) {
+            self.terminate_wake().notify_one();
+        }
+    }
+
+    fn terminate_wake(&self) -> &Notify {
+        // One Notify per signal keeps the two waits independent.
+        &self.terminate_notify
+    }
 }
 
 /// The producer side: cheap to clone, kept in the registry as the member's
@@ -57,6 +88,11 @@ pub struct MailboxSender {
 }
 
 impl MailboxSender {
+    /// The session's control signals.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
     /// Queues an event without waiting.
     pub fn deliver(&self, event: &Arc<ChatEvent>) -> Delivery {
         match self.events.try_send(event.clone()) {

@@ -2,64 +2,246 @@
 //! user, join, post, leave) carried out on the global registry, with fan-out
 //! to the members.
 //!
-//! On a single node this node is the leader of a cluster of one, so the
-//! directory applies each change to its own [`Registry`] and delivers the
-//! resulting event in the same critical section. Taking the sequence number
-//! and queueing the event for every member under one lock is what makes the
-//! per-chat `sequence` strictly increasing in the order every member
-//! receives it, and what makes a joiner's `chat_state` and the `joined`
-//! events it later receives add up to every member exactly once.
+//! It runs in one of two modes, with the same registry shapes and the same
+//! delivery index underneath:
 //!
-//! Delivery never waits: a member whose queue is full is flagged and closed
-//! by its own session (see [`crate::chat::mailbox`]).
+//! - **Single node** (no gproc_dist candidates configured): this node is the
+//!   leader of a cluster of one. Each change is applied to the local
+//!   [`Registry`] and its event delivered in the same critical section;
+//!   taking the sequence number and queueing the event for every member under
+//!   one lock is what makes `sequence` strictly increasing in the order every
+//!   member receives it, and makes a joiner's `chat_state` and the `joined`
+//!   events it later receives add up to every member exactly once.
+//! - **Cluster** (a [`GprocDist`] candidate runs): writes are gproc leader
+//!   calls, exactly the ones the original's `chat_stream` makes, and the
+//!   registry is the replicated one; the gproc_dist process feeds every
+//!   change into the delivery index before the reply that makes it visible.
+//!   Events reach members on other nodes as the original's records, pid to
+//!   pid. Sequence numbers come from a gproc counter per chat
+//!   (`{c,g,{flack_seq, Chat}}`), which the leader (Erlang or Rust) increments
+//!   atomically: one leader call per event.
+//!
+//! Delivery never waits: a local member whose queue is full is flagged and
+//! closed by its own session (see [`crate::chat::mailbox`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
 
+use eetf::Term;
 use parking_lot::Mutex;
+use tracing::warn;
 
+use super::gproc::Change;
+use super::gproc_dist::{GprocDist, RegistryObserver};
+use super::records;
 use super::registry::{Chat, Registered, Registry, RegistryError, UserAttrs};
 use crate::chat::event::{ChatEvent, EventKind};
 use crate::chat::mailbox::MailboxSender;
 use crate::chat::protocol::{ChatUser, timestamp_now};
 use crate::metrics::{Metrics, RegistryGauges};
-use crate::node::{Delivery, Pid};
+use crate::node::term::{as_atom, atom, list, tuple};
+use crate::node::{Delivery, Node, Pid};
+
+/// How a member is reached.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// A session on this node: its queue.
+    Local(MailboxSender),
+    /// A process on another node: a distribution send.
+    Remote(Pid),
+}
+
+/// Why a directory operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    /// The registry refused (gproc's `badarg`).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The cluster did not answer (no leader, or an election is stuck).
+    #[error("the cluster registry is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A chat's sequence counter in the cluster.
+#[derive(Debug, Clone, Default)]
+struct Counter {
+    owner: Option<eetf::Pid>,
+    last: u64,
+}
 
 /// The shared chat directory of this node.
 pub struct Directory {
-    registry: Mutex<Registry<MailboxSender>>,
+    /// This directory, for tasks it starts itself.
+    this: Weak<Directory>,
+    registry: Mutex<Registry<Route>>,
     metrics: Arc<Metrics>,
+    node: Node,
+    cluster: OnceLock<GprocDist>,
+    /// Queues of this node's sessions, for the index to route to them.
+    routes: Mutex<HashMap<Pid, MailboxSender>>,
+    counters: Mutex<HashMap<Arc<str>, Counter>>,
+}
+
+fn binary(text: &str) -> Term {
+    Term::from(eetf::Binary::from(text.as_bytes()))
+}
+
+fn sequence_name(chat: &str) -> Term {
+    tuple(vec![atom("flack_seq"), binary(chat)])
+}
+
+fn sequence_key(chat: &str) -> Term {
+    tuple(vec![atom("c"), atom("g"), sequence_name(chat)])
+}
+
+fn chat_key(chat: &str) -> Term {
+    tuple(vec![atom("p"), atom("g"), binary(chat)])
 }
 
 impl Directory {
-    /// A directory with an empty registry.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self {
+    /// A directory with an empty registry; single-node until
+    /// [`Directory::join_cluster`].
+    pub fn new(metrics: Arc<Metrics>, node: Node) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             registry: Mutex::new(Registry::new()),
             metrics,
-        }
+            node,
+            cluster: OnceLock::new(),
+            routes: Mutex::new(HashMap::new()),
+            counters: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Switches to cluster mode: from now on writes go through `gproc`.
+    pub fn join_cluster(&self, gproc: GprocDist) {
+        let _ = self.cluster.set(gproc);
+    }
+
+    /// The cluster candidate, in cluster mode.
+    pub fn cluster(&self) -> Option<&GprocDist> {
+        self.cluster.get()
+    }
+
+    async fn call(&self, request: Term) -> Result<Term, DirectoryError> {
+        let cluster = self
+            .cluster
+            .get()
+            .ok_or_else(|| DirectoryError::Unavailable("not in a cluster".into()))?;
+        cluster
+            .call(request)
+            .await
+            .map_err(|error| DirectoryError::Unavailable(error.to_string()))
     }
 
     /// `chat_stream:register_user/2`: the user's `{n,g,Pid}` with attributes.
-    pub fn register_user(&self, pid: &Pid, user_name: &str, user_id: &str) -> Registered {
-        let attrs = UserAttrs {
-            user_name: Arc::from(user_name),
-            user_id: Arc::from(user_id),
-        };
-        self.registry.lock().ensure_user(pid.clone(), attrs)
+    pub async fn register_user(
+        &self,
+        pid: &Pid,
+        route: &MailboxSender,
+        user_name: &str,
+        user_id: &str,
+    ) -> Result<Registered, DirectoryError> {
+        if self.cluster.get().is_none() {
+            let attrs = UserAttrs {
+                user_name: Arc::from(user_name),
+                user_id: Arc::from(user_id),
+            };
+            return Ok(self.registry.lock().ensure_user(pid.clone(), attrs));
+        }
+        self.routes.lock().insert(pid.clone(), route.clone());
+        let me = Term::from(pid.clone());
+        let attrs = list(vec![
+            tuple(vec![atom("username"), binary(user_name)]),
+            tuple(vec![atom("user_id"), binary(user_id)]),
+        ]);
+        let request = tuple(vec![
+            atom("reg"),
+            tuple(vec![atom("n"), atom("g"), me.clone()]),
+            atom("undefined"),
+            me,
+            attrs,
+            atom("ensure"),
+        ]);
+        match as_atom(&self.call(request).await?) {
+            Some("new") => Ok(Registered::New),
+            Some("updated") => Ok(Registered::Updated),
+            _ => Err(DirectoryError::Unavailable(
+                "the leader refused the user registration".into(),
+            )),
+        }
     }
 
     /// `chat_stream:join/3`: registers the membership, announces `joined`
     /// to every member (the joiner included) and returns the members that
     /// were there before, for the joiner's `chat_state`.
-    pub fn join(
+    pub async fn join(
         &self,
         chat: &str,
         pid: &Pid,
         route: MailboxSender,
-    ) -> Result<Vec<ChatUser>, RegistryError> {
+    ) -> Result<Vec<ChatUser>, DirectoryError> {
+        if self.cluster.get().is_none() {
+            return self.join_local(chat, pid, route);
+        }
+        let me = Term::from(pid.clone());
+        let request = tuple(vec![
+            atom("reg"),
+            chat_key(chat),
+            atom("undefined"),
+            me,
+            list(vec![]),
+            atom("reg"),
+        ]);
+        if as_atom(&self.call(request).await?) != Some("true") {
+            return Err(RegistryError::AlreadyMember {
+                chat: Arc::from(chat),
+                pid: pid.clone(),
+            }
+            .into());
+        }
+        // The registration is in the index now (applied before the reply).
+        // Register first, then read: everyone registered before us is in
+        // our chat_state, everyone after reads us in theirs.
+        let (before, attrs) = {
+            let registry = self.registry.lock();
+            let attrs = registry.user(pid).cloned();
+            let before = registry
+                .chat(chat)
+                .map(|entry| {
+                    entry
+                        .members()
+                        .iter()
+                        .take_while(|member| &member.pid != pid)
+                        .filter_map(|member| registry.user(&member.pid))
+                        .map(|attrs| ChatUser {
+                            user_name: attrs.user_name.to_string(),
+                            user_id: attrs.user_id.to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (before, attrs)
+        };
+        if let Some(attrs) = attrs {
+            let kind = EventKind::Joined {
+                user_name: attrs.user_name.to_string(),
+                user_id: attrs.user_id.to_string(),
+            };
+            self.announce_cluster(chat, pid, kind, None).await;
+        }
+        Ok(before)
+    }
+
+    fn join_local(
+        &self,
+        chat: &str,
+        pid: &Pid,
+        route: MailboxSender,
+    ) -> Result<Vec<ChatUser>, DirectoryError> {
         let mut registry = self.registry.lock();
         let attrs = registry.user(pid).cloned();
-        let joined = registry.join(chat, pid.clone(), route)?;
+        let joined = registry.join(chat, pid.clone(), Route::Local(route))?;
         let before = joined
             .before
             .into_iter()
@@ -73,41 +255,46 @@ impl Directory {
                 user_name: attrs.user_name.to_string(),
                 user_id: attrs.user_id.to_string(),
             };
-            self.announce(joined.chat, kind);
+            self.announce_local(joined.chat, kind, None);
         }
         Ok(before)
     }
 
     /// `chat_stream:post/1`: a message to every member, the sender included.
-    pub fn post(&self, chat: &str, user_id: &str, message: String) {
+    pub async fn post(&self, chat: &str, pid: &Pid, user_id: &str, message: String) {
+        let kind = EventKind::Message {
+            user_id: user_id.to_owned(),
+            message,
+        };
+        if self.cluster.get().is_some() {
+            self.announce_cluster(chat, pid, kind, None).await;
+            return;
+        }
         let mut registry = self.registry.lock();
         if let Some(chat) = registry.chat_mut(chat) {
-            let kind = EventKind::Message {
-                user_id: user_id.to_owned(),
-                message,
-            };
-            self.announce(chat, kind);
+            self.announce_local(chat, kind, None);
         }
     }
 
     /// `chat_stream:leave/2`: `left` to every member, the leaver included,
     /// then the membership is gone.
-    pub fn leave(&self, chat: &str, pid: &Pid, user_id: &str) -> Result<(), RegistryError> {
+    pub async fn leave(&self, chat: &str, pid: &Pid, user_id: &str) -> Result<(), DirectoryError> {
+        let kind = EventKind::Left {
+            user_id: user_id.to_owned(),
+        };
+        if self.cluster.get().is_some() {
+            self.announce_cluster(chat, pid, kind, None).await;
+            let request = tuple(vec![atom("unreg"), chat_key(chat), Term::from(pid.clone())]);
+            self.call(request).await?;
+            return Ok(());
+        }
         let mut registry = self.registry.lock();
         let leaver = registry
             .chat(chat)
             .and_then(|entry| entry.members().iter().find(|member| &member.pid == pid))
             .map(|member| member.route.clone());
         let entry = registry.leave(chat, pid)?;
-        let event = self.announce(
-            entry,
-            EventKind::Left {
-                user_id: user_id.to_owned(),
-            },
-        );
-        if let Some(route) = leaver {
-            self.count(route.deliver(&event));
-        }
+        self.announce_local(entry, kind, leaver);
         registry.drop_if_empty(chat);
         Ok(())
     }
@@ -115,7 +302,26 @@ impl Directory {
     /// A session ended (goodbye, error, close or drop): every chat it was
     /// still in hears `left`, and its user registration is removed, as
     /// gproc does when a registered process dies.
-    pub fn session_ended(&self, pid: &Pid) {
+    pub async fn session_ended(&self, pid: &Pid) {
+        if self.cluster.get().is_some() {
+            let (chats, user_id) = {
+                let registry = self.registry.lock();
+                let user_id = registry.user(pid).map(|attrs| attrs.user_id.to_string());
+                (registry.chats_of(pid).to_vec(), user_id)
+            };
+            if let Some(user_id) = user_id {
+                for chat in chats {
+                    if let Err(error) = self.leave(&chat, pid, &user_id).await {
+                        warn!(%pid, %chat, %error, "leaving a chat at session end failed");
+                    }
+                }
+            }
+            self.routes.lock().remove(pid);
+            if let Some(cluster) = self.cluster.get() {
+                cluster.cast(tuple(vec![atom("pid_is_DOWN"), Term::from(pid.clone())]));
+            }
+            return;
+        }
         let mut registry = self.registry.lock();
         let (attrs, chats) = registry.remove_process(pid);
         let Some(attrs) = attrs else { return };
@@ -124,7 +330,7 @@ impl Directory {
                 let kind = EventKind::Left {
                     user_id: attrs.user_id.to_string(),
                 };
-                self.announce(entry, kind);
+                self.announce_local(entry, kind, None);
             }
             registry.drop_if_empty(&chat);
         }
@@ -140,8 +346,9 @@ impl Directory {
         }
     }
 
-    /// Makes the chat's next event and queues it for every member.
-    fn announce(&self, chat: &mut Chat<MailboxSender>, kind: EventKind) -> Arc<ChatEvent> {
+    /// Single node: the chat's next event, queued for every member (and for
+    /// `extra`, a leaver no longer in the list).
+    fn announce_local(&self, chat: &mut Chat<Route>, kind: EventKind, extra: Option<Route>) {
         let sequence = chat.next_sequence();
         let event = Arc::new(ChatEvent::new(
             chat.name().clone(),
@@ -150,15 +357,266 @@ impl Directory {
             sequence,
         ));
         for member in chat.members() {
-            self.count(member.route.deliver(&event));
+            self.deliver(&member.route, &event, None, None);
         }
-        event
+        if let Some(route) = extra {
+            self.deliver(&route, &event, None, None);
+        }
     }
 
-    fn count(&self, delivery: Delivery) {
+    /// Cluster: takes the chat's next sequence number from the leader, then
+    /// sends the event to every member of the replicated registry.
+    async fn announce_cluster(
+        &self,
+        chat: &str,
+        sender: &Pid,
+        kind: EventKind,
+        extra: Option<Route>,
+    ) {
+        let sequence = self.next_sequence(chat).await;
+        let event = Arc::new(ChatEvent::new(
+            Arc::from(chat),
+            kind,
+            timestamp_now(),
+            sequence,
+        ));
+        // The record is built once; every remote member gets the same term.
+        let record = records::encode(&event);
+        let routes: Vec<Route> = {
+            let registry = self.registry.lock();
+            registry
+                .chat(chat)
+                .map(|entry| {
+                    entry
+                        .members()
+                        .iter()
+                        .map(|member| member.route.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for route in routes.iter().chain(extra.iter()) {
+            self.deliver(route, &event, Some(&record), Some(sender));
+        }
+    }
+
+    fn deliver(
+        &self,
+        route: &Route,
+        event: &Arc<ChatEvent>,
+        record: Option<&Term>,
+        sender: Option<&Pid>,
+    ) {
+        let delivery = match route {
+            Route::Local(queue) => queue.deliver(event),
+            Route::Remote(pid) => {
+                let record = record.cloned().unwrap_or_else(|| records::encode(event));
+                match sender {
+                    Some(from) => self.node.send_from(from, pid, record),
+                    None => self.node.send(pid, record),
+                }
+            }
+        };
         if delivery == Delivery::Accepted {
             Metrics::bump(&self.metrics.deliveries);
         }
+    }
+
+    /// The chat's next sequence number: the gproc counter
+    /// `{c,g,{flack_seq, Chat}}`, incremented by the leader. The counter is
+    /// registered by the first node that needs it (owned by its gproc_dist
+    /// process); if its owner's node goes away, the next event registers it
+    /// again from the last value this node saw, so numbers keep increasing.
+    async fn next_sequence(&self, chat: &str) -> u64 {
+        for _ in 0..3 {
+            let counter = self.counters.lock().get(chat).cloned().unwrap_or_default();
+            if let Some(owner) = &counter.owner {
+                let request = tuple(vec![
+                    atom("update_counter"),
+                    sequence_key(chat),
+                    Term::from(eetf::FixInteger::from(1)),
+                    Term::Pid(owner.clone()),
+                ]);
+                if let Ok(Term::FixInteger(value)) = self.call(request).await
+                    && let Ok(value) = u64::try_from(value.value)
+                {
+                    return value;
+                }
+            }
+            let Some(cluster) = self.cluster.get() else {
+                break;
+            };
+            let start = counter.last + 1;
+            let Ok(start_term) = i32::try_from(start) else {
+                break;
+            };
+            let request = tuple(vec![
+                atom("reg"),
+                sequence_key(chat),
+                Term::from(eetf::FixInteger::from(start_term)),
+                Term::from(cluster.pid().clone()),
+                list(vec![]),
+                atom("reg"),
+            ]);
+            if let Ok(reply) = self.call(request).await
+                && as_atom(&reply) == Some("true")
+            {
+                return start;
+            }
+        }
+        // No answer from the cluster: carry on with a local number rather
+        // than hold the message back.
+        let mut counters = self.counters.lock();
+        let counter = counters.entry(Arc::from(chat)).or_default();
+        counter.last += 1;
+        warn!(%chat, sequence = counter.last, "no sequence from the cluster; using a local one");
+        counter.last
+    }
+
+    /// Whether a `joined` for `user_id` in `chat`, arriving for local
+    /// member `member`, announces someone registered before that member:
+    /// then the member already listed it in its chat_state, and the event
+    /// would make it known twice.
+    pub fn known_from_chat_state(&self, chat: &str, user_id: &str, member: &Pid) -> bool {
+        let registry = self.registry.lock();
+        let Some(entry) = registry.chat(chat) else {
+            return false;
+        };
+        for candidate in entry.members() {
+            if &candidate.pid == member {
+                return false;
+            }
+            if registry
+                .user(&candidate.pid)
+                .is_some_and(|attrs| &*attrs.user_id == user_id)
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn route_for(&self, pid: &Pid) -> Route {
+        match self.routes.lock().get(pid) {
+            Some(queue) => Route::Local(queue.clone()),
+            None => Route::Remote(pid.clone()),
+        }
+    }
+
+    fn track_counter(&self, name: &Term, owner: Option<eetf::Pid>, value: Option<i64>) {
+        let Term::Tuple(parts) = name else { return };
+        let [tag, Term::Binary(chat)] = parts.elements.as_slice() else {
+            return;
+        };
+        if as_atom(tag) != Some("flack_seq") {
+            return;
+        }
+        let Ok(chat) = std::str::from_utf8(&chat.bytes) else {
+            return;
+        };
+        let mut counters = self.counters.lock();
+        let counter = counters.entry(Arc::from(chat)).or_default();
+        if let Some(value) = value.and_then(|value| u64::try_from(value).ok()) {
+            counter.last = counter.last.max(value);
+        }
+        counter.owner = owner;
+    }
+}
+
+impl RegistryObserver for Directory {
+    fn registry_changed(&self, changes: Vec<Change>) {
+        for change in changes {
+            match change {
+                Change::User {
+                    pid,
+                    user_name,
+                    user_id,
+                } => {
+                    let attrs = UserAttrs {
+                        user_name: Arc::from(user_name.as_str()),
+                        user_id: Arc::from(user_id.as_str()),
+                    };
+                    self.registry.lock().ensure_user(Pid::from(&pid), attrs);
+                }
+                Change::UserGone(pid) => {
+                    let pid = Pid::from(&pid);
+                    self.member_lost(&pid);
+                }
+                Change::Joined { chat, pid } => {
+                    let pid = Pid::from(&pid);
+                    let route = self.route_for(&pid);
+                    let _ = self.registry.lock().join(&chat, pid, route);
+                }
+                Change::Left { chat, pid } => {
+                    let mut registry = self.registry.lock();
+                    let _ = registry.leave(&chat, &Pid::from(&pid));
+                    registry.drop_if_empty(&chat);
+                }
+                Change::Counter { name, owner, value } => {
+                    self.track_counter(&name, Some(owner), Some(value))
+                }
+                Change::CounterGone { name, .. } => self.track_counter(&name, None, None),
+            }
+        }
+    }
+}
+
+impl Directory {
+    /// A user's registration vanished. When a remote member's node dies,
+    /// nobody sends `user_left` for it (the original removes such members
+    /// silently); its chats still held it, so this node tells its own
+    /// members that it left.
+    fn member_lost(&self, pid: &Pid) {
+        let (attrs, chats) = self.registry.lock().remove_process(pid);
+        let (Some(attrs), false) = (attrs, chats.is_empty()) else {
+            return;
+        };
+        if self.routes.lock().contains_key(pid) {
+            return; // our own session: it announces its own departure
+        }
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        // The sequence number is a leader call, which must not be awaited on
+        // the gproc_dist task that is telling us about the change.
+        tokio::spawn(async move {
+            for chat in chats {
+                let has_local_members = this.registry.lock().chat(&chat).is_some_and(|entry| {
+                    entry
+                        .members()
+                        .iter()
+                        .any(|member| matches!(member.route, Route::Local(_)))
+                });
+                if !has_local_members {
+                    continue;
+                }
+                let sequence = this.next_sequence(&chat).await;
+                let event = Arc::new(ChatEvent::new(
+                    chat.clone(),
+                    EventKind::Left {
+                        user_id: attrs.user_id.to_string(),
+                    },
+                    timestamp_now(),
+                    sequence,
+                ));
+                let locals: Vec<Route> = this
+                    .registry
+                    .lock()
+                    .chat(&chat)
+                    .map(|entry| {
+                        entry
+                            .members()
+                            .iter()
+                            .filter(|member| matches!(member.route, Route::Local(_)))
+                            .map(|member| member.route.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for route in locals {
+                    this.deliver(&route, &event, None, None);
+                }
+            }
+        });
     }
 }
 
@@ -166,6 +624,7 @@ impl Directory {
 mod tests {
     use super::*;
     use crate::chat::mailbox::{Mailbox, mailbox};
+    use crate::node::NodeConfig;
 
     fn pid(id: u32) -> Pid {
         Pid::new(Arc::from("nonode@nohost"), id, 0, 0)
@@ -179,20 +638,35 @@ mod tests {
         out
     }
 
-    #[test]
-    fn join_post_leave_reach_every_member_in_sequence() {
-        let directory = Directory::new(Arc::new(Metrics::default()));
+    async fn directory() -> Arc<Directory> {
+        let node = Node::start(NodeConfig::local()).await.expect("local node");
+        Directory::new(Arc::new(Metrics::default()), node)
+    }
+
+    #[tokio::test]
+    async fn join_post_leave_reach_every_member_in_sequence() {
+        let directory = directory().await;
         let (a_route, mut a_box) = mailbox(16);
         let (b_route, mut b_box) = mailbox(16);
-        directory.register_user(&pid(1), "ann", "a-id");
-        directory.register_user(&pid(2), "bob", "b-id");
+        directory
+            .register_user(&pid(1), &a_route, "ann", "a-id")
+            .await
+            .expect("registered");
+        directory
+            .register_user(&pid(2), &b_route, "bob", "b-id")
+            .await
+            .expect("registered");
         assert!(
             directory
                 .join("room", &pid(1), a_route)
+                .await
                 .expect("join")
                 .is_empty()
         );
-        let before = directory.join("room", &pid(2), b_route).expect("join");
+        let before = directory
+            .join("room", &pid(2), b_route)
+            .await
+            .expect("join");
         assert_eq!(
             before,
             vec![ChatUser {
@@ -200,8 +674,11 @@ mod tests {
                 user_id: "a-id".into()
             }]
         );
-        directory.post("room", "b-id", "hi".into());
-        directory.leave("room", &pid(1), "a-id").expect("member");
+        directory.post("room", &pid(2), "b-id", "hi".into()).await;
+        directory
+            .leave("room", &pid(1), "a-id")
+            .await
+            .expect("member");
         let a_events = drain(&mut a_box);
         let b_events = drain(&mut b_box);
         assert_eq!(a_events.len(), 4, "{a_events:?}");
@@ -215,18 +692,30 @@ mod tests {
         assert!(b_events[2].contains(r#""sequence":4"#));
     }
 
-    #[test]
-    fn an_ended_session_leaves_all_its_chats() {
-        let directory = Directory::new(Arc::new(Metrics::default()));
+    #[tokio::test]
+    async fn an_ended_session_leaves_all_its_chats() {
+        let directory = directory().await;
         let (a_route, mut a_box) = mailbox(16);
         let (b_route, _b_box) = mailbox(16);
-        directory.register_user(&pid(1), "ann", "a-id");
-        directory.register_user(&pid(2), "bob", "b-id");
-        directory.join("x", &pid(1), a_route.clone()).expect("join");
-        directory.join("x", &pid(2), b_route.clone()).expect("join");
-        directory.join("y", &pid(2), b_route).expect("join");
+        directory
+            .register_user(&pid(1), &a_route, "ann", "a-id")
+            .await
+            .expect("registered");
+        directory
+            .register_user(&pid(2), &b_route, "bob", "b-id")
+            .await
+            .expect("registered");
+        directory
+            .join("x", &pid(1), a_route.clone())
+            .await
+            .expect("join");
+        directory
+            .join("x", &pid(2), b_route.clone())
+            .await
+            .expect("join");
+        directory.join("y", &pid(2), b_route).await.expect("join");
         drain(&mut a_box);
-        directory.session_ended(&pid(2));
+        directory.session_ended(&pid(2)).await;
         let events = drain(&mut a_box);
         assert_eq!(events.len(), 1);
         assert!(events[0].contains(r#""record":"left","chat_name":"x","user_id":"b-id""#));

@@ -4,6 +4,16 @@
 //! - [`registry`]: the flack subset of gproc's global table, pure.
 //! - [`directory`]: register/join/post/leave with fan-out, on this node as
 //!   the leader of a cluster of one.
+//! - [`election`]: the gen_leader election, pure.
+//! - [`gproc`]: gproc's replicated global table and gproc_dist's leader logic, pure.
+//! - [`wire`]: election messages as Erlang terms.
+//! - [`gproc_dist`]: the candidate process that runs them on the node.
+//! - [`records`]: the chat records members exchange, as Erlang terms.
 
 pub mod directory;
+pub mod election;
+pub mod gproc;
+pub mod gproc_dist;
+pub mod records;
 pub mod registry;
+pub mod wire;

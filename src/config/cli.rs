@@ -25,6 +25,14 @@ pub enum Command {
     Foreground(RunArgs),
     /// Run a node in the foreground (the release's `console`; same as foreground).
     Console(RunArgs),
+    /// Ask the node these options describe whether it is serving (its `GET
+    /// /health`): prints `pong` and exits 0, or says it is not responding and
+    /// exits 1. The release's `bin/flack ping` runs this.
+    Ping(RunArgs),
+    /// Show the cluster as the node these options describe sees it: its role
+    /// (leader, follower, candidate), the gproc_dist leader, the candidates
+    /// up and down, and the size of the global registry.
+    Cluster(RunArgs),
 }
 
 /// Options of a running node. Erlang-style `-flack port N` works as well as `--port N`.
@@ -54,4 +62,13 @@ pub struct RunArgs {
     /// Seconds given to open connections to close on shutdown.
     #[arg(long, default_value_t = 5)]
     pub shutdown_grace_secs: u64,
+    /// The sys.config to read [default: `releases/<version>/sys.config` of the release, if present].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The vm.args to read [default: `releases/<version>/vm.args` of the release, if present].
+    #[arg(long, value_name = "PATH")]
+    pub vm_args: Option<PathBuf>,
+    /// Where node state lives (gen_leader's incarnation file) [default: `var/` of the release, else `.`].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }

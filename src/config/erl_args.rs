@@ -32,6 +32,8 @@ pub struct ErlArgs {
     pub hidden: bool,
     /// `-config FILE` (a sys.config).
     pub config: Option<String>,
+    /// `-args_file FILE`: more arguments to read from a file (a vm.args).
+    pub args_files: Vec<String>,
     /// `-App Key Value` overrides, in order.
     pub app_env: Vec<AppEnv>,
     /// Arguments understood but without effect here (emulator flags).
@@ -44,15 +46,30 @@ pub struct ErlArgs {
 pub struct ErlArgsError(pub String);
 
 /// Emulator flags that take no value.
-const BARE_FLAGS: &[&str] = &[
-    "-noshell",
-    "-noinput",
-    "-detached",
-    "-smp",
-    "-nouser",
-    "-heart",
-    "-mode",
+const BARE_FLAGS: &[&str] = &["-noshell", "-noinput", "-detached", "-nouser", "-heart"];
+
+/// Emulator and init flags that take a fixed number of values. Like
+/// [`BARE_FLAGS`] they are ignored, but their values must not be mistaken
+/// for other arguments (`-env VAR VALUE` is not application `env`).
+const VALUE_FLAGS: &[(&str, usize)] = &[
+    ("-env", 2),
+    ("-boot", 1),
+    ("-boot_var", 2),
+    ("-mode", 1),
+    ("-connect_all", 1),
+    ("-start_epmd", 1),
+    ("-epmd_module", 1),
+    ("-proto_dist", 1),
+    ("-shutdown_time", 1),
+    ("-eval", 1),
+    ("-code_path_choice", 1),
+    ("-emu_type", 1),
+    ("-remsh", 1),
+    ("-rsh", 1),
 ];
+
+/// Flags followed by any number of values, up to the next flag.
+const LIST_FLAGS: &[&str] = &["-pa", "-pz", "-s", "-run"];
 
 impl ErlArgs {
     /// Parses `args`, consuming every Erlang-style argument; what is left
@@ -85,13 +102,55 @@ impl ErlArgs {
                     parsed.config = Some(value(index, arg)?);
                     index += 2;
                 }
+                "-args_file" => {
+                    parsed.args_files.push(value(index, arg)?);
+                    index += 2;
+                }
                 "-hidden" => {
                     parsed.hidden = true;
                     index += 1;
                 }
+                "-smp" => {
+                    // `-smp`, or `-smp enable|auto|disable`.
+                    match args.get(index + 1).map(String::as_str) {
+                        Some(mode @ ("enable" | "auto" | "disable")) => {
+                            parsed.ignored.push(format!("-smp {mode}"));
+                            index += 2;
+                        }
+                        _ => {
+                            parsed.ignored.push("-smp".to_owned());
+                            index += 1;
+                        }
+                    }
+                }
                 flag if BARE_FLAGS.contains(&flag) => {
                     parsed.ignored.push(flag.to_owned());
                     index += 1;
+                }
+                flag if VALUE_FLAGS.iter().any(|(name, _)| *name == flag) => {
+                    let count = VALUE_FLAGS
+                        .iter()
+                        .find(|(name, _)| *name == flag)
+                        .map_or(1, |(_, count)| *count);
+                    let values = args
+                        .get(index + 1..index + 1 + count)
+                        .ok_or_else(|| ErlArgsError(format!("{flag} needs {count} value(s)")))?;
+                    parsed.ignored.push(format!("{flag} {}", values.join(" ")));
+                    index += 1 + count;
+                }
+                flag if LIST_FLAGS.contains(&flag) => {
+                    let values: Vec<&str> = args[index + 1..]
+                        .iter()
+                        .take_while(|word| !word.starts_with(['-', '+']))
+                        .map(String::as_str)
+                        .collect();
+                    index += 1 + values.len();
+                    let mut text = flag.to_owned();
+                    for value in values {
+                        text.push(' ');
+                        text.push_str(value);
+                    }
+                    parsed.ignored.push(text);
                 }
                 flag if flag.starts_with('+') => {
                     // `+K true` or `+A30`: a value follows only when the flag
@@ -153,6 +212,7 @@ impl ErlArgs {
         if other.config.is_some() {
             self.config = other.config;
         }
+        self.args_files.extend(other.args_files);
         self.hidden |= other.hidden;
         self.app_env.extend(other.app_env);
         self.ignored.extend(other.ignored);
@@ -190,6 +250,30 @@ mod tests {
         assert_eq!(args.sname.as_deref(), Some("flack2"));
         assert_eq!(args.cookie.as_deref(), Some("c"));
         assert_eq!(args.ignored, ["+K true", "+A30"]);
+    }
+
+    #[test]
+    fn init_flags_keep_their_values() {
+        let (args, rest) = ErlArgs::extract(&words(
+            "-env ERL_MAX_PORTS 4096 -mode embedded -smp enable -boot start_sasl -pa a b -heart -args_file x.args -connect_all false foreground",
+        ))
+        .expect("valid");
+        assert_eq!(rest, ["foreground"]);
+        assert_eq!(
+            args.ignored,
+            [
+                "-env ERL_MAX_PORTS 4096",
+                "-mode embedded",
+                "-smp enable",
+                "-boot start_sasl",
+                "-pa a b",
+                "-heart",
+                "-connect_all false"
+            ]
+        );
+        assert_eq!(args.args_files, ["x.args"]);
+        assert!(args.app_env.is_empty());
+        assert!(ErlArgs::extract(&words("-env ONLY_NAME")).is_err());
     }
 
     #[test]

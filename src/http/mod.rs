@@ -95,9 +95,15 @@ async fn health(State(state): State<AppState>) -> Response {
         .metrics
         .connections_open
         .load(std::sync::atomic::Ordering::Relaxed);
+    let cluster = state
+        .chat
+        .directory
+        .cluster()
+        .map(|cluster| cluster.status());
     Json(json!({
         "status": "ok",
         "node": &*state.node_name,
+        "cluster": cluster,
         "version": env!("CARGO_PKG_VERSION"),
         "connections": connections,
         "rooms": gauges.rooms,
@@ -108,7 +114,10 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.chat.metrics.render(state.chat.directory.gauges());
+    let mut body = state.chat.metrics.render(state.chat.directory.gauges());
+    if let Some(cluster) = state.chat.directory.cluster() {
+        body.push_str(&crate::metrics::render_cluster(&cluster.status()));
+    }
     (
         StatusCode::OK,
         [(

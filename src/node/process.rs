@@ -27,14 +27,57 @@ pub enum Delivery {
     Gone,
 }
 
+/// How an exit signal reached a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// A linked process ended (or its node was lost: `noconnection`).
+    Link,
+    /// `exit(Pid, Reason)` from another process; `kill` cannot be trapped.
+    Exit2,
+}
+
+/// What a process does with an exit signal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExitAction {
+    /// Nothing more for the node to do (ignored, or trapped and queued as a
+    /// `{'EXIT', From, Reason}` message by the inbox itself).
+    Ignore,
+    /// The process ends with this reason: the node removes it, fires its
+    /// monitors and links, and calls [`Inbox::terminated`].
+    Terminate(eetf::Term),
+}
+
 /// The receiving end of a process as the rest of the node sees it.
 ///
 /// Implementations convert what they accept into their own bounded queue: a
 /// chat session turns chat records into pre-encoded JSON, a service keeps
-/// Erlang terms.
+/// Erlang terms. Monitors reach a process as `{'DOWN', Ref, process, Obj,
+/// Reason}` terms through [`Inbox::deliver_term`]; exit signals go through
+/// [`Inbox::exit_signal`].
 pub trait Inbox: Send + Sync + 'static {
     /// Delivers an Erlang term sent to this process by `from` (when known).
     fn deliver_term(&self, from: Option<&Pid>, message: eetf::Term) -> Delivery;
+
+    /// An exit signal from `from`. The default is a process that does not
+    /// trap exits: `normal` is ignored, anything else ends it (`kill` sent
+    /// with `exit/2` ends it as `killed`).
+    fn exit_signal(&self, from: &Pid, reason: &eetf::Term, kind: ExitKind) -> ExitAction {
+        let _ = from;
+        match reason {
+            eetf::Term::Atom(a) if a.name == "normal" => ExitAction::Ignore,
+            eetf::Term::Atom(a) if a.name == "kill" && kind == ExitKind::Exit2 => {
+                ExitAction::Terminate(eetf::Term::from(eetf::Atom::from("killed")))
+            }
+            other => ExitAction::Terminate(other.clone()),
+        }
+    }
+
+    /// The node has ended this process (it has left the process table). A
+    /// Rust task behind the inbox learns of its end here, e.g. by closing
+    /// its queue. Called once per process.
+    fn terminated(&self, reason: &eetf::Term) {
+        let _ = reason;
+    }
 }
 
 /// Registered-name errors.
@@ -103,6 +146,23 @@ impl ProcessTable {
             self.names.write().retain(|_, holder| holder != pid);
         }
         removed
+    }
+
+    /// Ends a process and hands back its inbox (to tell it it has ended).
+    pub fn take(&self, pid: &Pid) -> Option<Arc<dyn Inbox>> {
+        if !self.is_local(pid) {
+            return None;
+        }
+        let inbox = self.processes.write().remove(&(pid.id, pid.serial))?;
+        self.names.write().retain(|_, holder| holder != pid);
+        Some(inbox)
+    }
+
+    /// The registered names of the live local processes.
+    pub fn registered(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.names.read().keys().cloned().collect();
+        names.sort();
+        names
     }
 
     /// Whether `pid` belongs to this node incarnation.

@@ -32,6 +32,9 @@ pub fn run_args() -> RunArgs {
         outbound_queue: 1024,
         write_timeout_secs: 10,
         shutdown_grace_secs: 5,
+        config: None,
+        vm_args: None,
+        data_dir: None,
     }
 }
 

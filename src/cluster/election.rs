@@ -1,0 +1,897 @@
+//! The gen_leader election (garret-smith/gen_leader_revival @ d9689e6, the
+//! version flack pins) as a pure state machine.
+//!
+//! It mirrors gen_leader's `#election{}` record and its two receive loops:
+//! `safe_loop` (an election is running: [`Election::in_election`]) and `loop`
+//! (normal operation as leader or follower). Each incoming election message or
+//! local timer is an [`Input`]; the machine answers with [`Effect`]s (messages
+//! to send, monitors to set up, timers, and role changes for the registry
+//! layer to act on). It never touches a socket or a clock, so any
+//! interleaving can be replayed in a test, including the transcripts captured
+//! from a cluster of original nodes.
+//!
+//! Everything here follows gen_leader's behaviour message by message, since
+//! Erlang candidates wait for exact answers (a silent candidate stalls the
+//! whole cluster). Two additions get this node out of stalls gen_leader
+//! itself can fall into, using only messages Erlang peers already answer:
+//! in `elec1` a `checklead` from a lower candidate is answered with a
+//! heartbeat (the partial-partition fix of the protocol notes, §3.6); the
+//! candidate timer sends `join` to the connected lower candidates in `elec1`
+//! and to the awaited node in `wait`, which any node in normal operation
+//! answers with the real leader; and an acknowledgement that arrives after
+//! this node stopped collecting them is answered with `hasLeader` instead
+//! of silence. The property test of `tests/election_props.rs` found each of
+//! these stalls in gen_leader's own algorithm.
+
+use std::sync::Arc;
+
+use crate::node::Pid;
+
+/// A node name, `name@host`.
+pub type NodeName = Arc<str>;
+
+/// An election id `{Pos, Incarnation, NextEl}`; only ever compared whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Elid {
+    /// 1-based position of the node that started the round.
+    pub pos: i64,
+    /// That node's incarnation.
+    pub incarnation: i64,
+    /// That node's election counter.
+    pub round: i64,
+}
+
+/// Where to send a message: the registered `gproc_dist` of a node, or a pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// `{gproc_dist, Node}`.
+    Name(NodeName),
+    /// A pid learned from an earlier message.
+    Pid(Pid),
+}
+
+/// The argument of a `heartbeat` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Beat {
+    /// `{heartbeat, Node}`.
+    Node(NodeName),
+    /// `{heartbeat, Pid}` (the `elec1` answer to a `checklead`).
+    Pid(Pid),
+}
+
+/// The election messages candidates exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// `{join, CandPid}`.
+    Join(Pid),
+    /// `{hasLeader, LeaderPid, Elid, SenderPid}`.
+    HasLeader {
+        /// The leader.
+        leader: Pid,
+        /// The leader's election id.
+        elid: Elid,
+        /// Who answered.
+        from: Pid,
+    },
+    /// `{isLeader, Elid, CandPid}`.
+    IsLeader {
+        /// The election id the candidate adopted.
+        elid: Elid,
+        /// The candidate.
+        from: Pid,
+    },
+    /// `{notLeader, Elid, SenderPid}`.
+    NotLeader {
+        /// Echoed election id.
+        elid: Elid,
+        /// Who answered.
+        from: Pid,
+    },
+    /// `{heartbeat, NodeOrPid}`.
+    Heartbeat(Beat),
+    /// `{halt, Elid, CandPid}`.
+    Halt {
+        /// The halter's election id.
+        elid: Elid,
+        /// The halter.
+        from: Pid,
+    },
+    /// `{ackLeader, Elid, SenderPid}`.
+    AckLeader {
+        /// Echoed election id.
+        elid: Elid,
+        /// Who acknowledged.
+        from: Pid,
+    },
+    /// `{ldr, Synch, Elid, Workers, Candidates, LeaderPid}`. The snapshot
+    /// (`Synch`) is the registry's business and travels as a raw term.
+    Ldr {
+        /// `{globals, Objects}`.
+        synch: eetf::Term,
+        /// The leader's election id.
+        elid: Elid,
+        /// Worker nodes (unused by gproc_dist).
+        workers: Vec<NodeName>,
+        /// The leader's candidate list.
+        candidates: Vec<NodeName>,
+        /// The leader.
+        from: Pid,
+    },
+    /// `{normQ, Elid, LeaderPid}`.
+    NormQ {
+        /// The leader's election id.
+        elid: Elid,
+        /// The leader.
+        from: Pid,
+    },
+    /// `{notNorm, Elid, SenderPid}`.
+    NotNorm {
+        /// Echoed election id.
+        elid: Elid,
+        /// Who answered.
+        from: Pid,
+    },
+    /// `{checklead, LeaderNode}`.
+    Checklead(NodeName),
+    /// `{election}`.
+    Election,
+    /// `{update_candidates, Elid, Candidates, LeaderPid}`.
+    UpdateCandidates {
+        /// The leader's election id.
+        elid: Elid,
+        /// The new candidate list.
+        candidates: Vec<NodeName>,
+        /// The leader.
+        from: Pid,
+    },
+}
+
+/// What the machine reacts to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A message from another candidate.
+    Message(Message),
+    /// The monitor of a node's `gproc_dist` fired (`{ldr,'DOWN',Node}`).
+    Down(NodeName),
+    /// The repeating candidate timer (`{candidate_timer}`).
+    CandidateTimer,
+    /// The leader's own one-shot heartbeat (`{heartbeat, node()}`).
+    OwnHeartbeat,
+    /// `{send_checklead}`.
+    SendChecklead,
+}
+
+/// What the owner of the machine must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send an election message.
+    Send(Dest, Message),
+    /// Monitor `gproc_dist` on this node (by name or through this pid); when
+    /// the monitor fires, feed [`Input::Down`] once. One monitor per node.
+    Monitor(Dest),
+    /// Start the repeating candidate timer (every heartbeat interval).
+    StartCandidateTimer,
+    /// Stop it.
+    CancelCandidateTimer,
+    /// Feed [`Input::OwnHeartbeat`] after one heartbeat interval.
+    ScheduleOwnHeartbeat,
+    /// Feed [`Input::SendChecklead`] now.
+    CheckleadNow,
+    /// Send `{checklead, me}` to these nodes now, then feed
+    /// [`Input::SendChecklead`] after one heartbeat interval.
+    SendCheckleads(Vec<NodeName>),
+    /// This node won: send `{ldr, Synch, ...}` built from a complete
+    /// snapshot to the `gproc_dist` of each node in `acks` (see
+    /// [`Election::ldr`]), then enter normal operation as leader.
+    Elected {
+        /// Nodes that acknowledged.
+        acks: Vec<NodeName>,
+    },
+    /// A candidate joined under this leader: send it `ldr` with a snapshot.
+    Accept(Pid),
+    /// Another node won: apply its snapshot (gproc's `surrendered`).
+    Surrendered {
+        /// The leader.
+        leader: Pid,
+        /// Its `{globals, Objects}`.
+        synch: eetf::Term,
+    },
+    /// As leader: purge the registrations of a candidate node that went down
+    /// and broadcast the result (gproc's `handle_DOWN`).
+    NodeDown(NodeName),
+    /// An election started; queue calls, casts and registry updates until
+    /// the next [`Effect::Elected`] or [`Effect::Surrendered`].
+    ElectionStarted,
+}
+
+/// Election progress (gen_leader's `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Stage 1: waiting for every lower candidate to be down.
+    Elec1,
+    /// Stage 2: halting higher candidates one at a time.
+    Elec2,
+    /// Acknowledged someone; waiting for its `ldr`.
+    Wait,
+    /// Normal operation.
+    Norm,
+}
+
+/// gen_leader's `#election{}` for this node.
+#[derive(Debug, Clone)]
+pub struct Election {
+    me: NodeName,
+    self_pid: Pid,
+    candidates: Vec<NodeName>,
+    incarnation: i64,
+    next_round: i64,
+    elid: Elid,
+    status: Status,
+    in_election: bool,
+    leader: Option<Pid>,
+    leader_node: Option<NodeName>,
+    previous_leader: Option<Pid>,
+    down: Vec<NodeName>,
+    monitored: Vec<NodeName>,
+    acks: Vec<NodeName>,
+    pendack: Option<NodeName>,
+    candidate_timer: bool,
+    /// Candidates whose `ackLeader` came after this node stopped collecting
+    /// acknowledgements; they wait for an `ldr` from us that will not come.
+    stray_acks: Vec<Pid>,
+}
+
+impl Election {
+    /// A candidate that has not started yet. `candidates` is sorted here as
+    /// gen_leader does (byte order of the names, Erlang's atom order).
+    pub fn new(
+        me: NodeName,
+        self_pid: Pid,
+        mut candidates: Vec<NodeName>,
+        incarnation: i64,
+    ) -> Self {
+        candidates.sort();
+        candidates.dedup();
+        Self {
+            me,
+            self_pid,
+            candidates,
+            incarnation,
+            next_round: 0,
+            elid: Elid {
+                pos: 0,
+                incarnation,
+                round: 0,
+            },
+            status: Status::Elec1,
+            in_election: true,
+            leader: None,
+            leader_node: None,
+            previous_leader: None,
+            down: Vec::new(),
+            monitored: Vec::new(),
+            acks: Vec::new(),
+            pendack: None,
+            candidate_timer: false,
+            stray_acks: Vec::new(),
+        }
+    }
+
+    /// Starts the candidate: stage 1, then `join` to every other candidate
+    /// (or straight to leadership when it is the only one).
+    pub fn start(&mut self) -> Vec<Effect> {
+        let mut out = vec![Effect::ElectionStarted];
+        self.start_stage1(&mut out);
+        if self.candidates.len() == 1 && self.candidates[0] == self.me {
+            self.has_become_leader(&mut out);
+        } else {
+            for node in self.candidates.clone() {
+                if node != self.me {
+                    out.push(Effect::Send(
+                        Dest::Name(node),
+                        Message::Join(self.self_pid.clone()),
+                    ));
+                }
+            }
+            // A pos-1 node may already have won when it is alone.
+            self.has_become_leader(&mut out);
+        }
+        out
+    }
+
+    /// Whether an election is running (gen_leader's `safe_loop`).
+    pub fn in_election(&self) -> bool {
+        self.in_election
+    }
+
+    /// Whether this node is the leader in normal operation.
+    pub fn is_leader(&self) -> bool {
+        !self.in_election && self.leader.as_ref() == Some(&self.self_pid)
+    }
+
+    /// The leader's pid, once known.
+    pub fn leader(&self) -> Option<&Pid> {
+        self.leader.as_ref()
+    }
+
+    /// The leader's node, once known.
+    pub fn leader_node(&self) -> Option<&NodeName> {
+        self.leader_node.as_ref()
+    }
+
+    /// The current election id.
+    pub fn elid(&self) -> Elid {
+        self.elid
+    }
+
+    /// Election progress.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// The sorted candidate list.
+    pub fn candidates(&self) -> &[NodeName] {
+        &self.candidates
+    }
+
+    /// Candidates believed down.
+    pub fn down(&self) -> &[NodeName] {
+        &self.down
+    }
+
+    /// Nodes whose `gproc_dist` is monitored: the leader's broadcast list.
+    pub fn monitored(&self) -> &[NodeName] {
+        &self.monitored
+    }
+
+    /// This node's pid as a candidate.
+    pub fn self_pid(&self) -> &Pid {
+        &self.self_pid
+    }
+
+    /// The `ldr` message this leader sends, around a snapshot.
+    pub fn ldr(&self, synch: eetf::Term) -> Message {
+        Message::Ldr {
+            synch,
+            elid: self.elid,
+            workers: Vec::new(),
+            candidates: self.candidates.clone(),
+            from: self.self_pid.clone(),
+        }
+    }
+
+    /// Forgets `down` entries for nodes that are connected again (gen_leader's
+    /// `check_candidates`, run on every `from_leader`).
+    pub fn refresh_down(&mut self, connected: impl Fn(&str) -> bool) {
+        self.down.retain(|node| !connected(node));
+    }
+
+    /// Handles one input; `connected` tells whether a node's connection is up.
+    pub fn handle(&mut self, input: Input, connected: impl Fn(&str) -> bool) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if self.in_election {
+            self.safe_loop(input, &connected, &mut out);
+        } else {
+            self.normal_loop(input, &mut out);
+        }
+        out
+    }
+
+    fn pos(&self, node: &str) -> usize {
+        self.candidates
+            .iter()
+            .position(|candidate| &**candidate == node)
+            .map(|index| index + 1)
+            .unwrap_or(100_000)
+    }
+
+    fn lesser(&self) -> Vec<NodeName> {
+        self.candidates
+            .iter()
+            .take_while(|node| **node != self.me)
+            .cloned()
+            .collect()
+    }
+
+    fn start_stage1(&mut self, out: &mut Vec<Effect>) {
+        let pos = self.pos(&self.me) as i64;
+        self.elid = Elid {
+            pos,
+            incarnation: self.incarnation,
+            round: self.next_round,
+        };
+        self.next_round += 1;
+        self.down.clear();
+        self.status = Status::Elec1;
+        self.in_election = true;
+        if pos == 1 {
+            self.start_stage2(out);
+        } else {
+            let lesser = self.lesser();
+            self.mon_nodes(&lesser, out);
+        }
+    }
+
+    fn start_stage2(&mut self, out: &mut Vec<Effect>) {
+        self.status = Status::Elec2;
+        self.pendack = Some(self.me.clone());
+        self.acks.clear();
+        self.contin_stage2(out);
+    }
+
+    fn contin_stage2(&mut self, out: &mut Vec<Effect>) {
+        let pendack = self.pendack.clone().unwrap_or_else(|| self.me.clone());
+        let pos = self.pos(&pendack);
+        if pos < self.candidates.len() {
+            let next = self.candidates[pos].clone();
+            self.mon_nodes(std::slice::from_ref(&next), out);
+            out.push(Effect::Send(
+                Dest::Name(next.clone()),
+                Message::Halt {
+                    elid: self.elid,
+                    from: self.self_pid.clone(),
+                },
+            ));
+            self.pendack = Some(next);
+        } else {
+            self.previous_leader = self.leader.take();
+            self.leader = Some(self.self_pid.clone());
+            self.leader_node = Some(self.me.clone());
+            self.status = Status::Norm;
+        }
+    }
+
+    /// gen_leader's `halting`: adopt the candidate that halted or queried us.
+    fn halting(&mut self, elid: Elid, from: &Pid, out: &mut Vec<Effect>) {
+        self.mon_pid(from, out);
+        self.elid = elid;
+        self.status = Status::Wait;
+        self.leader_node = Some(from.node.clone());
+        self.down.retain(|node| *node != from.node);
+    }
+
+    /// Heartbeat and monitor each node (not this one); starts the
+    /// candidate timer on first use.
+    fn mon_nodes(&mut self, nodes: &[NodeName], out: &mut Vec<Effect>) {
+        if !self.candidate_timer {
+            self.candidate_timer = true;
+            out.push(Effect::StartCandidateTimer);
+        }
+        for node in nodes {
+            if *node == self.me {
+                continue;
+            }
+            out.push(Effect::Send(
+                Dest::Name(node.clone()),
+                Message::Heartbeat(Beat::Node(self.me.clone())),
+            ));
+            if !self.monitored.contains(node) {
+                self.monitored.push(node.clone());
+                out.push(Effect::Monitor(Dest::Name(node.clone())));
+            }
+        }
+    }
+
+    fn mon_pid(&mut self, pid: &Pid, out: &mut Vec<Effect>) {
+        if !self.monitored.contains(&pid.node) {
+            self.monitored.push(pid.node.clone());
+            out.push(Effect::Monitor(Dest::Pid(pid.clone())));
+        }
+    }
+
+    fn cancel_candidate_timer(&mut self, out: &mut Vec<Effect>) {
+        if self.candidate_timer {
+            self.candidate_timer = false;
+            out.push(Effect::CancelCandidateTimer);
+        }
+    }
+
+    /// gen_leader's `hasBecomeLeader`: when stage 2 completed, announce it.
+    fn has_become_leader(&mut self, out: &mut Vec<Effect>) {
+        if !(self.status == Status::Norm && self.leader.as_ref() == Some(&self.self_pid)) {
+            return;
+        }
+        self.in_election = false;
+        out.push(Effect::Elected {
+            acks: self.acks.clone(),
+        });
+        self.redirect_stray_acks(out);
+        out.push(Effect::ScheduleOwnHeartbeat);
+        out.push(Effect::CheckleadNow);
+        if let Some(previous) = self.previous_leader.clone()
+            && self.down.contains(&previous.node)
+        {
+            out.push(Effect::NodeDown(previous.node.clone()));
+        }
+    }
+
+    fn safe_loop(
+        &mut self,
+        input: Input,
+        connected: &impl Fn(&str) -> bool,
+        out: &mut Vec<Effect>,
+    ) {
+        match input {
+            Input::Message(message) => match message {
+                // Dropped, not deferred, during an election.
+                Message::UpdateCandidates { .. } => {}
+                Message::Halt { elid, from } => {
+                    self.halting(elid, &from, out);
+                    out.push(Effect::Send(
+                        Dest::Pid(from),
+                        Message::AckLeader {
+                            elid,
+                            from: self.self_pid.clone(),
+                        },
+                    ));
+                }
+                Message::HasLeader { leader, elid, .. } => {
+                    self.mon_pid(&leader, out);
+                    if self.status == Status::Elec2 && !self.acks.is_empty() {
+                        for node in &self.acks {
+                            out.push(Effect::Send(
+                                Dest::Name(node.clone()),
+                                Message::HasLeader {
+                                    leader: leader.clone(),
+                                    elid,
+                                    from: self.self_pid.clone(),
+                                },
+                            ));
+                        }
+                    }
+                    self.elid = elid;
+                    self.status = Status::Wait;
+                    self.leader_node = Some(leader.node.clone());
+                    self.down.retain(|node| *node != leader.node);
+                    self.acks.clear();
+                    out.push(Effect::Send(
+                        Dest::Pid(leader),
+                        Message::IsLeader {
+                            elid,
+                            from: self.self_pid.clone(),
+                        },
+                    ));
+                }
+                Message::IsLeader { elid, from } => {
+                    out.push(Effect::Send(
+                        Dest::Pid(from),
+                        Message::NotLeader {
+                            elid,
+                            from: self.self_pid.clone(),
+                        },
+                    ));
+                }
+                Message::NotLeader { elid, .. } => {
+                    if self.status == Status::Wait && self.elid == elid {
+                        self.start_stage1(out);
+                    }
+                }
+                Message::AckLeader { elid, from } => {
+                    if self.status == Status::Elec2
+                        && self.elid == elid
+                        && self.pendack.as_ref() == Some(&from.node)
+                    {
+                        self.acks.insert(0, from.node.clone());
+                        self.contin_stage2(out);
+                    } else if !self.stray_acks.contains(&from) {
+                        self.stray_acks.push(from);
+                    }
+                    self.has_become_leader(out);
+                }
+                Message::Ldr {
+                    synch,
+                    elid,
+                    candidates,
+                    from,
+                    ..
+                } => {
+                    if self.status == Status::Wait && self.elid == elid {
+                        self.cancel_candidate_timer(out);
+                        self.mon_pid(&from, out);
+                        self.previous_leader = self.leader.take();
+                        self.leader = Some(from.clone());
+                        self.leader_node = Some(from.node.clone());
+                        let mut candidates = candidates;
+                        if !candidates.is_empty() {
+                            // gen_leader adopts the leader's list as given.
+                            candidates.dedup();
+                            self.candidates = candidates;
+                        }
+                        self.status = Status::Norm;
+                        self.in_election = false;
+                        self.redirect_stray_acks(out);
+                        out.push(Effect::Surrendered {
+                            leader: from,
+                            synch,
+                        });
+                    }
+                }
+                Message::NormQ { elid, from } => {
+                    if self.status == Status::Elec1
+                        || (self.status == Status::Wait && self.elid == elid)
+                    {
+                        self.halting(elid, &from, out);
+                        out.push(Effect::Send(
+                            Dest::Pid(from),
+                            Message::NotNorm {
+                                elid,
+                                from: self.self_pid.clone(),
+                            },
+                        ));
+                    }
+                }
+                Message::Checklead(node) => {
+                    // gen_leader answers a higher candidate's checklead in
+                    // elec1 with a heartbeat; answering lower ones too (the
+                    // leader that re-established a lost link) ends the
+                    // partial-partition stall.
+                    if self.status == Status::Elec1
+                        && self.candidates.contains(&node)
+                        && node != self.me
+                    {
+                        out.push(Effect::Send(
+                            Dest::Name(node),
+                            Message::Heartbeat(Beat::Pid(self.self_pid.clone())),
+                        ));
+                    }
+                }
+                // Queued by the owner in gen_leader (join) or ignored here.
+                Message::Join(_)
+                | Message::NotNorm { .. }
+                | Message::Election
+                | Message::Heartbeat(_) => {}
+            },
+            Input::CandidateTimer => {
+                match self.status {
+                    Status::Elec1 => self.probe_lower_candidates(connected, out),
+                    Status::Wait => self.probe_awaited_node(connected, out),
+                    Status::Elec2 | Status::Norm => {}
+                }
+                if self.down.is_empty() {
+                    // gen_leader stops the timer here; the probes above need
+                    // it while stage 1 or a wait can still stall.
+                    if self.status == Status::Elec2 {
+                        self.cancel_candidate_timer(out);
+                    }
+                } else {
+                    for node in &self.down {
+                        if !connected(node) {
+                            out.push(Effect::Send(
+                                Dest::Name(node.clone()),
+                                Message::Heartbeat(Beat::Node(self.me.clone())),
+                            ));
+                        }
+                    }
+                }
+            }
+            Input::Down(node) => self.down_in_election(node, out),
+            // Deferred by gen_leader until the election ends; they carry no
+            // state, so dropping them here is equivalent.
+            Input::OwnHeartbeat | Input::SendChecklead => {}
+        }
+    }
+
+    fn down_in_election(&mut self, node: NodeName, out: &mut Vec<Effect>) {
+        self.monitored.retain(|monitored| *monitored != node);
+        if !self.candidates.contains(&node) {
+            return;
+        }
+        self.down.insert(0, node.clone());
+        let waiting_on_it = self.status == Status::Wait && self.leader_node.as_ref() == Some(&node);
+        if self.pos(&node) < self.pos(&self.me) {
+            let lesser = self.lesser();
+            let all_lesser_down = lesser.iter().all(|lower| self.down.contains(lower));
+            if waiting_on_it {
+                self.start_stage1(out);
+            } else if self.status == Status::Elec1 && all_lesser_down {
+                self.down = lesser;
+                self.start_stage2(out);
+            }
+        } else if self.status == Status::Elec2 && self.pendack.as_ref() == Some(&node) {
+            self.contin_stage2(out);
+        } else if waiting_on_it {
+            self.start_stage1(out);
+        }
+        self.has_become_leader(out);
+    }
+
+    fn normal_loop(&mut self, input: Input, out: &mut Vec<Effect>) {
+        let leader = self.leader.clone().unwrap_or_else(|| self.self_pid.clone());
+        let is_leader = leader == self.self_pid;
+        match input {
+            Input::Message(message) => match message {
+                Message::Join(from) | Message::Halt { from, .. } => {
+                    out.push(Effect::Send(
+                        Dest::Pid(from),
+                        Message::HasLeader {
+                            leader,
+                            elid: self.elid,
+                            from: self.self_pid.clone(),
+                        },
+                    ));
+                }
+                Message::UpdateCandidates {
+                    elid, candidates, ..
+                } => {
+                    if self.elid == elid {
+                        self.candidates = candidates;
+                    }
+                }
+                Message::IsLeader { elid, from } => {
+                    if is_leader {
+                        if !self.candidates.contains(&from.node) {
+                            let mut updated = self.candidates.clone();
+                            updated.push(from.node.clone());
+                            for node in &self.candidates {
+                                if *node != self.me && !self.down.contains(node) {
+                                    out.push(Effect::Send(
+                                        Dest::Name(node.clone()),
+                                        Message::UpdateCandidates {
+                                            elid: self.elid,
+                                            candidates: updated.clone(),
+                                            from: self.self_pid.clone(),
+                                        },
+                                    ));
+                                }
+                            }
+                            self.candidates = updated;
+                        }
+                        self.down.retain(|node| *node != from.node);
+                        self.mon_pid(&from, out);
+                        out.push(Effect::Accept(from));
+                    } else {
+                        out.push(Effect::Send(
+                            Dest::Pid(from),
+                            Message::NotLeader {
+                                elid,
+                                from: self.self_pid.clone(),
+                            },
+                        ));
+                    }
+                }
+                Message::NotNorm { elid, from } => {
+                    if is_leader && self.elid == elid {
+                        self.down.retain(|node| *node != from.node);
+                        self.mon_pid(&from, out);
+                        out.push(Effect::Accept(from));
+                    }
+                }
+                Message::Election => {
+                    out.push(Effect::ElectionStarted);
+                    self.start_stage1(out);
+                    self.has_become_leader(out);
+                }
+                Message::Checklead(node) => {
+                    if self.leader_node.as_ref() != Some(&node) && is_leader {
+                        for candidate in &self.candidates {
+                            out.push(Effect::Send(
+                                Dest::Name(candidate.clone()),
+                                Message::Election,
+                            ));
+                        }
+                        out.push(Effect::ElectionStarted);
+                        self.start_stage1(out);
+                        self.has_become_leader(out);
+                    }
+                }
+                Message::Heartbeat(_) => {
+                    if is_leader {
+                        self.send_norm_queries(out);
+                    }
+                }
+                Message::AckLeader { from, .. } => {
+                    // gen_leader ignores it; the acknowledging candidate then
+                    // waits for ever. Point it at the leader instead.
+                    self.stray_acks.push(from);
+                    self.redirect_stray_acks(out);
+                }
+                Message::HasLeader { .. }
+                | Message::NotLeader { .. }
+                | Message::Ldr { .. }
+                | Message::NormQ { .. } => {}
+            },
+            Input::OwnHeartbeat => {
+                if is_leader {
+                    self.send_norm_queries(out);
+                }
+            }
+            Input::SendChecklead => {
+                if is_leader && !self.down.is_empty() {
+                    out.push(Effect::SendCheckleads(self.down.clone()));
+                }
+            }
+            Input::CandidateTimer => {
+                if self.down.is_empty() || (!is_leader && self.leader_node.is_some()) {
+                    self.cancel_candidate_timer(out);
+                }
+            }
+            Input::Down(node) => {
+                self.monitored.retain(|monitored| *monitored != node);
+                if !self.candidates.contains(&node) {
+                    return;
+                }
+                self.down.insert(0, node.clone());
+                if self.leader_node.as_ref() == Some(&node) {
+                    out.push(Effect::ElectionStarted);
+                    self.start_stage1(out);
+                    self.has_become_leader(out);
+                } else if is_leader {
+                    out.push(Effect::NodeDown(node));
+                    out.push(Effect::CheckleadNow);
+                }
+            }
+        }
+    }
+
+    /// Stage 1 waits for every lower candidate to be down, but a lower
+    /// candidate that is up and already serving a leader never answers a
+    /// heartbeat unless it happens to count us as down. gen_leader can stall
+    /// there for good (a candidate that acknowledged two halters, or lost a
+    /// link while keeping others). A `join` is answered by any node in normal
+    /// operation with `hasLeader`, which leads to `isLeader` and the
+    /// leader's `ldr`; nodes in an election answer it after theirs. So on
+    /// every candidate timer in `elec1`, each connected lower candidate gets
+    /// a `join`.
+    fn probe_lower_candidates(&self, connected: &impl Fn(&str) -> bool, out: &mut Vec<Effect>) {
+        for node in self.lesser() {
+            if connected(&node) && !self.down.contains(&node) {
+                out.push(Effect::Send(
+                    Dest::Name(node),
+                    Message::Join(self.self_pid.clone()),
+                ));
+            }
+        }
+    }
+
+    /// Tells candidates that acknowledged us too late who leads.
+    fn redirect_stray_acks(&mut self, out: &mut Vec<Effect>) {
+        let Some(leader) = self.leader.clone() else {
+            return;
+        };
+        for acker in std::mem::take(&mut self.stray_acks) {
+            if acker.node == self.me || self.acks.contains(&acker.node) && leader == self.self_pid {
+                continue;
+            }
+            out.push(Effect::Send(
+                Dest::Pid(acker),
+                Message::HasLeader {
+                    leader: leader.clone(),
+                    elid: self.elid,
+                    from: self.self_pid.clone(),
+                },
+            ));
+        }
+    }
+
+    /// In `wait`, the node we acknowledged may have surrendered to another
+    /// leader before our acknowledgement reached it; it then never sends
+    /// the `ldr` we wait for. A `join` makes it answer with the real leader.
+    fn probe_awaited_node(&self, connected: &impl Fn(&str) -> bool, out: &mut Vec<Effect>) {
+        if let Some(node) = &self.leader_node
+            && *node != self.me
+            && connected(node)
+        {
+            out.push(Effect::Send(
+                Dest::Name(node.clone()),
+                Message::Join(self.self_pid.clone()),
+            ));
+        }
+    }
+
+    /// `normQ` to every down candidate except the first in the list (the
+    /// leader never sends it to the first candidate).
+    fn send_norm_queries(&self, out: &mut Vec<Effect>) {
+        let first = self.candidates.first();
+        for node in &self.down {
+            if Some(node) != first {
+                out.push(Effect::Send(
+                    Dest::Name(node.clone()),
+                    Message::NormQ {
+                        elid: self.elid,
+                        from: self.self_pid.clone(),
+                    },
+                ));
+            }
+        }
+    }
+}

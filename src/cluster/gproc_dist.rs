@@ -1,0 +1,712 @@
+//! The `gproc_dist` process: this node's gen_leader candidate and gproc
+//! global registry, the I/O shell around the pure [`Election`] and
+//! [`GprocTable`].
+//!
+//! It is registered as `gproc_dist`, so Erlang candidates reach it exactly
+//! as they reach each other. It carries out the election's effects (sends,
+//! monitors, timers), serves `'$leader_call'`s and `'$leader_cast'`s as
+//! leader, forwards them as follower (replying exactly once, dropping late
+//! replies), applies `from_leader` broadcasts, monitors every registered pid
+//! as gproc does, and defers everything but election traffic while an
+//! election runs. Local chat sessions use it through [`GprocDist::call`].
+//!
+//! Every change to the registry that matters to chat is handed to a
+//! [`RegistryObserver`] (the chat directory) before the reply that makes it
+//! visible, which preserves gen_leader's broadcast-before-reply guarantee
+//! locally.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eetf::Term;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Interval, interval_at, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::election::{Dest, Effect, Election, Input, Message, NodeName};
+use super::gproc::{Change, GprocTable};
+use super::wire;
+use crate::node::term::{as_atom, as_tuple, atom, tuple};
+use crate::node::{Mailbox, Node, Pid, Received, TermMailbox};
+
+/// The registered name of the candidate process on every node.
+pub const NAME: &str = "gproc_dist";
+
+/// How the candidate runs.
+#[derive(Debug, Clone)]
+pub struct GprocDistConfig {
+    /// `{gproc_dist, [Node...]}`: every candidate, this node included.
+    pub candidates: Vec<String>,
+    /// gen_leader's `heartbeat` option (5 s).
+    pub heartbeat: Duration,
+    /// Where the incarnation file `gproc_dist_<node>` lives (gen_leader's
+    /// `vardir`).
+    pub data_dir: PathBuf,
+    /// How long a leader call may take (gproc uses gen:call's 5 s).
+    pub call_timeout: Duration,
+}
+
+/// Receives the registry changes chat cares about, in order.
+pub trait RegistryObserver: Send + Sync + 'static {
+    /// Called on the gproc_dist task, before any reply that depends on them.
+    fn registry_changed(&self, changes: Vec<Change>);
+}
+
+/// Why a leader call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No reply within the call timeout (an election may be running).
+    #[error("the gproc leader did not answer in time")]
+    Timeout,
+    /// The gproc_dist process has stopped.
+    #[error("gproc_dist has stopped")]
+    Stopped,
+}
+
+/// This node's view of the cluster, for `flack cluster`, `/health` and
+/// `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterStatus {
+    /// `leader`, `follower` or `candidate` (an election is running).
+    pub role: String,
+    /// The leader's node, once known.
+    pub leader: Option<String>,
+    /// Every candidate, sorted.
+    pub candidates: Vec<String>,
+    /// Candidates believed down.
+    pub down: Vec<String>,
+    /// Registration objects in the global registry.
+    pub registry_size: usize,
+}
+
+enum Command {
+    Call {
+        request: Term,
+        reply: oneshot::Sender<Result<Term, CallError>>,
+    },
+    Cast(Term),
+}
+
+/// The handle local code holds.
+#[derive(Clone)]
+pub struct GprocDist {
+    commands: mpsc::Sender<Command>,
+    status: Arc<Mutex<ClusterStatus>>,
+    call_timeout: Duration,
+    pid: Pid,
+}
+
+impl GprocDist {
+    /// Starts the candidate on `node` and registers it as `gproc_dist`.
+    pub fn start(
+        node: Node,
+        config: GprocDistConfig,
+        observer: Arc<dyn RegistryObserver>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let (inbox, mailbox) = TermMailbox::new(65_536);
+        let pid = node.spawn(inbox);
+        node.register_name(NAME, &pid)?;
+        let me: NodeName = Arc::from(node.name());
+        let mut candidates: Vec<NodeName> = config
+            .candidates
+            .iter()
+            .map(|c| Arc::from(c.as_str()))
+            .collect();
+        if !candidates.contains(&me) {
+            anyhow::bail!(
+                "this node ({me}) is not in the gproc_dist candidate list {:?}",
+                config.candidates
+            );
+        }
+        candidates.sort();
+        let incarnation = next_incarnation(&config.data_dir, &me)?;
+        let election = Election::new(me.clone(), pid.clone(), candidates, incarnation);
+        let (commands_tx, commands_rx) = mpsc::channel(4096);
+        let status = Arc::new(Mutex::new(ClusterStatus::default()));
+        let handle = Self {
+            commands: commands_tx,
+            status: status.clone(),
+            call_timeout: config.call_timeout,
+            pid: pid.clone(),
+        };
+        let actor = Actor {
+            node,
+            me,
+            pid,
+            mailbox,
+            commands: commands_rx,
+            election,
+            table: GprocTable::new(),
+            observer,
+            deferred: VecDeque::new(),
+            forwarded: HashMap::new(),
+            node_monitors: HashMap::new(),
+            pid_monitors: HashMap::new(),
+            monitored_pids: HashSet::new(),
+            candidate_timer: None,
+            own_heartbeat: None,
+            checklead: None,
+            heartbeat: config.heartbeat,
+            call_timeout: config.call_timeout,
+            status,
+            incarnation,
+        };
+        tokio::spawn(actor.run(shutdown));
+        Ok(handle)
+    }
+
+    /// `gen_leader:leader_call(gproc_dist, Request)`: the leader's reply.
+    pub async fn call(&self, request: Term) -> Result<Term, CallError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Call { request, reply })
+            .await
+            .map_err(|_| CallError::Stopped)?;
+        match tokio::time::timeout(self.call_timeout + Duration::from_millis(500), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(CallError::Stopped),
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
+    /// `gen_leader:leader_cast(gproc_dist, Message)`.
+    pub fn cast(&self, message: Term) {
+        if self.commands.try_send(Command::Cast(message)).is_err() {
+            warn!("gproc_dist command queue full; a cast was dropped");
+        }
+    }
+
+    /// The current cluster view.
+    pub fn status(&self) -> ClusterStatus {
+        self.status.lock().clone()
+    }
+
+    /// The candidate's pid.
+    pub fn pid(&self) -> &Pid {
+        &self.pid
+    }
+}
+
+/// gen_leader's incarnation file: `<dir>/gproc_dist_<node>` holds the
+/// external term format of an integer; a missing file means 0 and writes 1.
+fn next_incarnation(dir: &Path, node: &str) -> anyhow::Result<i64> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{NAME}_{node}"));
+    let current = match std::fs::read(&path) {
+        Ok(bytes) => match Term::decode(bytes.as_slice()) {
+            Ok(Term::FixInteger(value)) => i64::from(value.value),
+            _ => 0,
+        },
+        Err(_) => 0,
+    };
+    let next = i32::try_from(current + 1).unwrap_or(0);
+    let mut bytes = Vec::new();
+    Term::from(eetf::FixInteger::from(next)).encode(&mut bytes)?;
+    std::fs::write(&path, bytes)?;
+    Ok(current)
+}
+
+/// Who waits for a forwarded call's reply.
+enum Waiter {
+    /// A process that sent `'$leader_call'`: reply to its `From`.
+    Remote(Term),
+    /// A local caller.
+    Local(oneshot::Sender<Result<Term, CallError>>),
+}
+
+/// Deferred during an election.
+enum Deferred {
+    Message(Option<Pid>, Term),
+    Command(Command),
+}
+
+struct Actor {
+    node: Node,
+    me: NodeName,
+    pid: Pid,
+    mailbox: Mailbox,
+    commands: mpsc::Receiver<Command>,
+    election: Election,
+    table: GprocTable,
+    observer: Arc<dyn RegistryObserver>,
+    deferred: VecDeque<Deferred>,
+    /// Follower: calls forwarded to the leader, by the ref we tagged them with.
+    forwarded: HashMap<eetf::Reference, (Waiter, Instant)>,
+    /// gen_leader's monitor per candidate node.
+    node_monitors: HashMap<eetf::Reference, NodeName>,
+    /// gproc's monitor per registered remote pid.
+    pid_monitors: HashMap<eetf::Reference, Pid>,
+    monitored_pids: HashSet<Pid>,
+    candidate_timer: Option<Interval>,
+    own_heartbeat: Option<Instant>,
+    checklead: Option<Instant>,
+    heartbeat: Duration,
+    call_timeout: Duration,
+    status: Arc<Mutex<ClusterStatus>>,
+    incarnation: i64,
+}
+
+/// Deferred messages kept during one election, at most.
+const MAX_DEFERRED: usize = 100_000;
+
+impl Actor {
+    async fn run(mut self, shutdown: CancellationToken) {
+        info!(node = %self.me, incarnation = self.incarnation, candidates = ?self.election.candidates(), "gproc_dist candidate starting");
+        let effects = self.election.start();
+        self.carry_out(effects);
+        let mut expiry = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = self.mailbox.recv() => match received {
+                    Some(Received::Message(from, term)) => self.on_message(from, term),
+                    Some(Received::Terminated(reason)) => {
+                        warn!(%reason, "gproc_dist was ended by an exit signal");
+                        break;
+                    }
+                    None => break,
+                },
+                Some(command) = self.commands.recv() => self.on_command(command),
+                _ = tick(&mut self.candidate_timer) => self.feed(Input::CandidateTimer),
+                () = sleep_until(self.own_heartbeat.unwrap_or(far)), if self.own_heartbeat.is_some() => {
+                    self.own_heartbeat = None;
+                    self.feed(Input::OwnHeartbeat);
+                }
+                () = sleep_until(self.checklead.unwrap_or(far)), if self.checklead.is_some() => {
+                    self.checklead = None;
+                    self.feed(Input::SendChecklead);
+                }
+                _ = expiry.tick() => self.expire_calls(),
+            }
+            self.publish_status();
+        }
+        for (_, (waiter, _)) in self.forwarded.drain() {
+            if let Waiter::Local(reply) = waiter {
+                let _ = reply.send(Err(CallError::Stopped));
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let role = if self.election.in_election() {
+            "candidate"
+        } else if self.election.is_leader() {
+            "leader"
+        } else {
+            "follower"
+        };
+        let status = ClusterStatus {
+            role: role.to_owned(),
+            leader: (!self.election.in_election())
+                .then(|| self.election.leader_node().map(|node| node.to_string()))
+                .flatten(),
+            candidates: self
+                .election
+                .candidates()
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            down: self.election.down().iter().map(|c| c.to_string()).collect(),
+            registry_size: self.table.len(),
+        };
+        *self.status.lock() = status;
+    }
+
+    fn connected(&self) -> impl Fn(&str) -> bool + use<> {
+        let up: HashSet<String> = self
+            .node
+            .connected_nodes()
+            .into_iter()
+            .chain(self.node.hidden_nodes())
+            .collect();
+        let me = self.me.to_string();
+        move |node: &str| node == me || up.contains(node)
+    }
+
+    fn feed(&mut self, input: Input) {
+        let connected = self.connected();
+        let effects = self.election.handle(input, connected);
+        self.carry_out(effects);
+    }
+
+    // -----------------------------------------------------------------
+    // Incoming.
+
+    fn on_message(&mut self, from: Option<Pid>, term: Term) {
+        if let Some(message) = wire::decode(&term) {
+            // Join is answered after an election, like gen_leader does.
+            if self.election.in_election() && matches!(message, Message::Join(_)) {
+                self.defer(Deferred::Message(from, term));
+                return;
+            }
+            self.feed(Input::Message(message));
+            return;
+        }
+        if let Some((reference, reason)) = down_message(&term)
+            && let Some(node) = self.node_monitors.remove(&reference)
+        {
+            debug!(%node, %reason, "candidate down");
+            self.feed(Input::Down(node));
+            return;
+        }
+        if self.election.in_election() {
+            self.defer(Deferred::Message(from, term));
+            return;
+        }
+        self.handle_normal(from, term);
+    }
+
+    fn on_command(&mut self, command: Command) {
+        if self.election.in_election() {
+            self.defer(Deferred::Command(command));
+            return;
+        }
+        match command {
+            Command::Call { request, reply } => self.local_call(request, reply),
+            Command::Cast(message) => self.cast(message),
+        }
+    }
+
+    fn defer(&mut self, item: Deferred) {
+        if self.deferred.len() >= MAX_DEFERRED {
+            warn!("gproc_dist: too many messages deferred during an election; dropping the oldest");
+            self.deferred.pop_front();
+        }
+        self.deferred.push_back(item);
+    }
+
+    fn replay_deferred(&mut self) {
+        while !self.election.in_election() {
+            let Some(item) = self.deferred.pop_front() else {
+                break;
+            };
+            match item {
+                Deferred::Message(from, term) => self.on_message(from, term),
+                Deferred::Command(command) => self.on_command(command),
+            }
+        }
+    }
+
+    /// A message in normal operation (gen_leader's `handle_msg`).
+    fn handle_normal(&mut self, _from: Option<Pid>, term: Term) {
+        let Some(fields) = as_tuple(&term) else {
+            debug!(%term, "gproc_dist ignored a message");
+            return;
+        };
+        match (fields.first().and_then(as_atom), fields.len()) {
+            (Some("$leader_call"), 3) => self.remote_call(&fields[1], &fields[2]),
+            (Some("$leader_cast"), 2) => self.cast(fields[1].clone()),
+            (Some("from_leader"), 2) => self.apply_broadcast(&fields[1]),
+            (Some("$gen_call"), 3) => self.gen_call(&fields[1], &fields[2]),
+            (Some("DOWN"), 5) => self.pid_down(&term),
+            _ => {
+                if let Some((Term::Reference(reference), reply)) = leader_reply(fields) {
+                    self.leader_reply(&reference, reply);
+                } else {
+                    debug!(%term, "gproc_dist ignored a message");
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Calls and casts.
+
+    fn local_call(&mut self, request: Term, reply: oneshot::Sender<Result<Term, CallError>>) {
+        if self.election.is_leader() {
+            let answer = self.serve_call(&request);
+            let _ = reply.send(Ok(answer));
+        } else if let Some(leader) = self.election.leader().cloned() {
+            self.forward_call(&leader, request, Waiter::Local(reply));
+        } else {
+            let _ = reply.send(Err(CallError::Timeout));
+        }
+    }
+
+    fn remote_call(&mut self, from: &Term, request: &Term) {
+        if self.election.is_leader() {
+            let answer = self.serve_call(request);
+            self.node.reply(&self.pid, from, leader_reply_term(answer));
+        } else if let Some(leader) = self.election.leader().cloned() {
+            self.forward_call(&leader, request.clone(), Waiter::Remote(from.clone()));
+        }
+    }
+
+    /// As leader: mutate, broadcast, then return the reply (the caller
+    /// replies after this returns, so the broadcast goes first).
+    fn serve_call(&mut self, request: &Term) -> Term {
+        let (answer, changes) = self.table.leader_call(request);
+        self.notice(changes);
+        if let Some(ops) = &answer.broadcast {
+            self.broadcast(ops.clone());
+        }
+        answer.reply
+    }
+
+    fn forward_call(&mut self, leader: &Pid, request: Term, waiter: Waiter) {
+        let reference = self.node.make_ref();
+        let from = tuple(vec![
+            Term::from(self.pid.clone()),
+            Term::from(reference.clone()),
+        ]);
+        let message = tuple(vec![atom("$leader_call"), from, request]);
+        self.node.send_from(&self.pid, leader, message);
+        self.forwarded
+            .insert(reference, (waiter, Instant::now() + self.call_timeout));
+    }
+
+    /// `{Ref, {leader, reply, Reply}}` from the leader.
+    fn leader_reply(&mut self, reference: &eetf::Reference, reply: Term) {
+        // An unknown ref crashes an Erlang follower; here it is a late
+        // reply to a call that already timed out, and is dropped.
+        match self.forwarded.remove(reference) {
+            Some((Waiter::Local(sender), _)) => {
+                let _ = sender.send(Ok(reply));
+            }
+            Some((Waiter::Remote(from), _)) => {
+                self.node.reply(&self.pid, &from, leader_reply_term(reply))
+            }
+            None => debug!("dropped a late leader reply"),
+        }
+    }
+
+    fn expire_calls(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<eetf::Reference> = self
+            .forwarded
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(reference, _)| reference.clone())
+            .collect();
+        for reference in expired {
+            if let Some((Waiter::Local(sender), _)) = self.forwarded.remove(&reference) {
+                let _ = sender.send(Err(CallError::Timeout));
+            }
+        }
+    }
+
+    fn cast(&mut self, message: Term) {
+        if self.election.is_leader() {
+            let (ops, changes) = self.table.leader_cast(&message);
+            self.notice(changes);
+            if let Some(ops) = ops {
+                self.broadcast(ops);
+            }
+        } else if let Some(leader) = self.election.leader().cloned() {
+            self.node.send_from(
+                &self.pid,
+                &leader,
+                tuple(vec![atom("$leader_cast"), message]),
+            );
+        }
+    }
+
+    fn apply_broadcast(&mut self, ops: &Term) {
+        let connected = self.connected();
+        self.election.refresh_down(connected);
+        if let Some([tag, reference]) = as_tuple(ops)
+            && as_atom(tag) == Some("sync")
+        {
+            let reply = tuple(vec![atom("sync_reply"), atom(&self.me), reference.clone()]);
+            self.cast(reply);
+            return;
+        }
+        let changes = self.table.apply(ops);
+        self.watch_registered_pids();
+        self.notice(changes);
+    }
+
+    fn gen_call(&mut self, from: &Term, request: &Term) {
+        let reply = match as_atom(request) {
+            Some("get_leader") => self
+                .election
+                .leader_node()
+                .map(|node| atom(node))
+                .unwrap_or_else(|| atom("undefined")),
+            Some("get_candidates") => tuple(vec![
+                atom("ok"),
+                crate::node::term::list(
+                    self.election.candidates().iter().map(|c| atom(c)).collect(),
+                ),
+            ]),
+            _ => atom("badarg"),
+        };
+        self.node.reply(&self.pid, from, reply);
+    }
+
+    // -----------------------------------------------------------------
+    // Registered pids: every node monitors every one, as gproc does.
+
+    fn watch_registered_pids(&mut self) {
+        for pid in self.table.owners() {
+            let pid = Pid::from(&pid);
+            if pid.node == self.me || self.monitored_pids.contains(&pid) {
+                continue;
+            }
+            let reference = self.node.monitor(&self.pid, &pid);
+            self.monitored_pids.insert(pid.clone());
+            self.pid_monitors.insert(reference, pid);
+        }
+    }
+
+    fn pid_down(&mut self, term: &Term) {
+        let Some((reference, _)) = down_message(term) else {
+            return;
+        };
+        if let Some(pid) = self.pid_monitors.remove(&reference) {
+            self.monitored_pids.remove(&pid);
+            self.cast(tuple(vec![atom("pid_is_DOWN"), Term::from(pid)]));
+        }
+    }
+
+    fn notice(&self, changes: Vec<Change>) {
+        if !changes.is_empty() {
+            self.observer.registry_changed(changes);
+        }
+    }
+
+    /// `{from_leader, Ops}` to every monitored candidate but this one.
+    fn broadcast(&self, ops: Term) {
+        let message = tuple(vec![atom("from_leader"), ops]);
+        for node in self.election.monitored() {
+            if *node != self.me {
+                self.node
+                    .send_named(node, NAME, message.clone(), Some(&self.pid));
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Election effects.
+
+    fn carry_out(&mut self, effects: Vec<Effect>) {
+        let mut pending: VecDeque<Effect> = effects.into();
+        while let Some(effect) = pending.pop_front() {
+            match effect {
+                Effect::Send(dest, message) => self.send(&dest, &message),
+                Effect::Monitor(dest) => {
+                    let (reference, node) = match &dest {
+                        Dest::Name(node) => {
+                            (self.node.monitor_name(&self.pid, NAME, node), node.clone())
+                        }
+                        Dest::Pid(pid) => (self.node.monitor(&self.pid, pid), pid.node.clone()),
+                    };
+                    self.node_monitors.insert(reference, node);
+                }
+                Effect::StartCandidateTimer => {
+                    let start = Instant::now() + self.heartbeat;
+                    self.candidate_timer = Some(interval_at(start, self.heartbeat));
+                }
+                Effect::CancelCandidateTimer => self.candidate_timer = None,
+                Effect::ScheduleOwnHeartbeat => {
+                    self.own_heartbeat = Some(Instant::now() + self.heartbeat)
+                }
+                Effect::CheckleadNow => {
+                    let connected = self.connected();
+                    pending.extend(self.election.handle(Input::SendChecklead, connected));
+                }
+                Effect::SendCheckleads(nodes) => {
+                    let message = Message::Checklead(self.me.clone());
+                    for node in nodes {
+                        self.send(&Dest::Name(node), &message);
+                    }
+                    self.checklead = Some(Instant::now() + self.heartbeat);
+                }
+                Effect::Elected { acks } => {
+                    info!(node = %self.me, elid = ?self.election.elid(), "elected gproc_dist leader");
+                    self.watch_registered_pids();
+                    let ldr = self.election.ldr(self.table.snapshot());
+                    for node in acks {
+                        self.send(&Dest::Name(node), &ldr);
+                    }
+                    self.replay_deferred();
+                }
+                Effect::Accept(pid) => {
+                    let ldr = self.election.ldr(self.table.snapshot());
+                    self.send(&Dest::Pid(pid), &ldr);
+                }
+                Effect::Surrendered { leader, synch } => {
+                    info!(node = %self.me, leader = %leader.node, "following gproc_dist leader");
+                    let (changes, reconciliation) = self.table.surrender(&synch, &self.me);
+                    self.watch_registered_pids();
+                    self.notice(changes);
+                    for cast in [reconciliation.add_globals, reconciliation.remove_globals]
+                        .into_iter()
+                        .flatten()
+                    {
+                        self.node.send_from(
+                            &self.pid,
+                            &leader,
+                            tuple(vec![atom("$leader_cast"), cast]),
+                        );
+                    }
+                    self.replay_deferred();
+                }
+                Effect::NodeDown(node) => {
+                    let (ops, changes) = self.table.purge_node(&node);
+                    self.notice(changes);
+                    if let Some(ops) = ops {
+                        self.broadcast(ops);
+                    }
+                }
+                Effect::ElectionStarted => debug!(node = %self.me, "election started"),
+            }
+        }
+    }
+
+    fn send(&self, dest: &Dest, message: &Message) {
+        let term = wire::encode(message);
+        match dest {
+            Dest::Name(node) => {
+                self.node.send_named(node, NAME, term, Some(&self.pid));
+            }
+            Dest::Pid(pid) => {
+                self.node.send_from(&self.pid, pid, term);
+            }
+        }
+    }
+}
+
+async fn tick(timer: &mut Option<Interval>) -> Instant {
+    match timer {
+        Some(timer) => timer.tick().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `{'DOWN', Ref, process, Object, Reason}` → `(Ref, Reason)`.
+fn down_message(term: &Term) -> Option<(eetf::Reference, Term)> {
+    match as_tuple(term)? {
+        [tag, Term::Reference(reference), kind, _, reason]
+            if as_atom(tag) == Some("DOWN") && as_atom(kind) == Some("process") =>
+        {
+            Some(((**reference).clone(), reason.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// `{Ref, {leader, reply, Reply}}` → `(Ref, Reply)`.
+fn leader_reply(fields: &[Term]) -> Option<(Term, Term)> {
+    match fields {
+        [reference @ Term::Reference(_), body] => match as_tuple(body)? {
+            [leader, reply_tag, reply]
+                if as_atom(leader) == Some("leader") && as_atom(reply_tag) == Some("reply") =>
+            {
+                Some((reference.clone(), reply.clone()))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn leader_reply_term(reply: Term) -> Term {
+    tuple(vec![atom("leader"), atom("reply"), reply])
+}

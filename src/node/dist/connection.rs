@@ -1,0 +1,614 @@
+//! One connection per peer: setting it up (our attempt, or the peer's) and
+//! running it (a reader task, a writer task, ticks).
+//!
+//! Framing after the handshake: a `u32` length, then either nothing (a tick)
+//! or the pass-through tag 112, a control term and an optional payload term.
+//! We never offer the atom cache or fragments, so peers send nothing else. A
+//! frame larger than [`super::super::NodeConfig::max_frame`], a truncated or
+//! malformed one, or an unknown control message closes that connection with a
+//! log line; the node and its other connections go on.
+//!
+//! Ticks: every `net_ticktime / 4` the writer sends a zero-length frame if it
+//! sent nothing since the last check, and counts the checks in a row in which
+//! nothing was read; at four, the peer is declared down (`net_tick_timeout`),
+//! as net_kernel's ticker does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use eetf::Term;
+use erl_dist::message::Message;
+use erl_dist::term::{Atom, FixInteger, PidOrAtom};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::flags;
+use super::handshake::{self, HandshakeError, Local, Status};
+use crate::node::core::{Core, SlotState};
+use crate::node::epmd::client;
+use crate::node::monitors::{Ref, Watched};
+use crate::node::pid::Pid;
+
+/// What the node queues toward a peer. Encoded by the writer, which knows
+/// the flags the handshake settled (SEND vs SEND_SENDER, UNLINK vs UNLINK_ID).
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A message to a pid.
+    Send {
+        /// Sender, when there is one.
+        from: Option<Pid>,
+        /// Receiver.
+        to: Pid,
+        /// The message.
+        msg: Term,
+    },
+    /// A message to a registered name.
+    RegSend {
+        /// Sender.
+        from: Pid,
+        /// Name on the peer.
+        name: String,
+        /// The message.
+        msg: Term,
+    },
+    /// A message to a process alias (falls back to the pid on peers without
+    /// `ALIAS`).
+    AliasSend {
+        /// Sender.
+        from: Pid,
+        /// The alias.
+        alias: Ref,
+        /// The aliased process.
+        fallback: Pid,
+        /// The message.
+        msg: Term,
+    },
+    /// `LINK`.
+    Link {
+        /// Local end.
+        from: Pid,
+        /// Remote end.
+        to: Pid,
+    },
+    /// `UNLINK_ID` (or `UNLINK` to old peers).
+    Unlink {
+        /// Unlink id.
+        id: u64,
+        /// Local end.
+        from: Pid,
+        /// Remote end.
+        to: Pid,
+    },
+    /// `UNLINK_ID_ACK`.
+    UnlinkAck {
+        /// The id the peer sent.
+        id: Term,
+        /// Local end.
+        from: Pid,
+        /// Remote end.
+        to: Pid,
+    },
+    /// `EXIT`: a linked process ended.
+    Exit {
+        /// The ended process.
+        from: Pid,
+        /// Its linked partner.
+        to: Pid,
+        /// Why.
+        reason: Term,
+    },
+    /// `EXIT2`: `exit(To, Reason)`.
+    Exit2 {
+        /// Sender.
+        from: Pid,
+        /// Target.
+        to: Pid,
+        /// Why.
+        reason: Term,
+    },
+    /// `MONITOR_P`.
+    Monitor {
+        /// Watcher.
+        from: Pid,
+        /// Watched.
+        to: Watched,
+        /// Monitor reference.
+        reference: Ref,
+    },
+    /// `DEMONITOR_P`.
+    Demonitor {
+        /// Watcher.
+        from: Pid,
+        /// Watched.
+        to: Watched,
+        /// Monitor reference.
+        reference: Ref,
+    },
+    /// `MONITOR_P_EXIT`.
+    MonitorExit {
+        /// The ended process as the monitor named it.
+        watched: Watched,
+        /// Watcher.
+        to: Pid,
+        /// Monitor reference.
+        reference: Ref,
+        /// Why.
+        reason: Term,
+    },
+    /// `SPAWN_REPLY`.
+    SpawnReply {
+        /// Request id.
+        req_id: Ref,
+        /// Requesting process.
+        to: Pid,
+        /// 1 = link made, 2 = monitor made.
+        flags: i32,
+        /// The new pid, or an error atom.
+        result: Term,
+    },
+}
+
+fn pid_or_atom(w: &Watched) -> PidOrAtom {
+    match w {
+        Watched::Pid(p) => PidOrAtom::Pid(p.into()),
+        Watched::Name { name, .. } => PidOrAtom::Atom(Atom::from(name.as_str())),
+    }
+}
+
+impl Outgoing {
+    /// The wire message for a connection with `negotiated` flags.
+    pub fn into_message(self, negotiated: u64) -> Message {
+        match self {
+            Outgoing::Send {
+                from: Some(from),
+                to,
+                msg,
+            } if negotiated & flags::SEND_SENDER != 0 => {
+                Message::send_sender((&from).into(), (&to).into(), msg)
+            }
+            Outgoing::Send { to, msg, .. } => Message::send((&to).into(), msg),
+            Outgoing::RegSend { from, name, msg } => {
+                Message::reg_send((&from).into(), Atom::from(name.as_str()), msg)
+            }
+            Outgoing::AliasSend {
+                from, alias, msg, ..
+            } if negotiated & flags::ALIAS != 0 => Message::alias_send((&from).into(), alias, msg),
+            Outgoing::AliasSend { fallback, msg, .. } => Message::send((&fallback).into(), msg),
+            Outgoing::Link { from, to } => Message::link((&from).into(), (&to).into()),
+            Outgoing::Unlink { id, from, to } if negotiated & flags::UNLINK_ID != 0 => {
+                let id = Term::from(FixInteger::from((id % i32::MAX as u64) as i32));
+                Message::unlink_id(id, (&from).into(), (&to).into())
+            }
+            Outgoing::Unlink { from, to, .. } => Message::unlink((&from).into(), (&to).into()),
+            Outgoing::UnlinkAck { id, from, to } => {
+                Message::unlink_id_ack(id, (&from).into(), (&to).into())
+            }
+            Outgoing::Exit { from, to, reason } => {
+                Message::exit((&from).into(), (&to).into(), reason)
+            }
+            Outgoing::Exit2 { from, to, reason } => {
+                Message::exit2((&from).into(), (&to).into(), reason)
+            }
+            Outgoing::Monitor {
+                from,
+                to,
+                reference,
+            } => Message::monitor_p((&from).into(), pid_or_atom(&to), reference),
+            Outgoing::Demonitor {
+                from,
+                to,
+                reference,
+            } => Message::demonitor_p((&from).into(), pid_or_atom(&to), reference),
+            Outgoing::MonitorExit {
+                watched,
+                to,
+                reference,
+                reason,
+            } => Message::monitor_p_exit(pid_or_atom(&watched), (&to).into(), reference, reason),
+            Outgoing::SpawnReply {
+                req_id,
+                to,
+                flags,
+                result,
+            } => {
+                let result = match result {
+                    Term::Pid(p) => PidOrAtom::Pid(p),
+                    Term::Atom(a) => PidOrAtom::Atom(a),
+                    _ => PidOrAtom::Atom(Atom::from("badarg")),
+                };
+                Message::spawn_reply(req_id, (&to).into(), FixInteger::from(flags), result)
+            }
+        }
+    }
+}
+
+/// Why a connection ended, for the log and for `nodedown`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The peer closed the connection.
+    #[error("connection closed")]
+    Closed,
+    /// Socket error.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Frame larger than allowed.
+    #[error("frame of {0} bytes exceeds the limit")]
+    Oversized(usize),
+    /// Something other than a pass-through frame.
+    #[error("unexpected frame type {0}")]
+    FrameType(u8),
+    /// A term that failed the bounds check.
+    #[error("malformed term: {0}")]
+    Guard(#[from] super::guard::GuardError),
+    /// A control message we could not decode or do not know.
+    #[error("bad control message: {0}")]
+    Control(String),
+    /// Nothing read for net_ticktime.
+    #[error("net_tick_timeout")]
+    TickTimeout,
+}
+
+/// Our handshake parameters.
+pub(crate) fn local(core: &Core) -> Local {
+    Local {
+        name: core.name.to_string(),
+        flags: flags::offered(!core.config.hidden),
+        creation: core.creation,
+        cookie: core.cookie.clone(),
+        step_timeout: core.config.setup_time,
+    }
+}
+
+/// Our attempt to connect to `node` for slot `id`.
+pub(crate) async fn connect(core: Arc<Core>, node: Arc<str>, id: u64, cancel: CancellationToken) {
+    let attempt = async {
+        let (alive, host) = node
+            .split_once('@')
+            .ok_or_else(|| "bad node name".to_owned())?;
+        let epmd_addr = tokio::net::lookup_host((host, core.config.epmd_port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .find(|a| a.is_ipv4())
+            .ok_or_else(|| format!("no address for {host}"))?;
+        let entry = client::lookup(epmd_addr, alive)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{alive} is not registered with epmd on {host}"))?;
+        let addr = std::net::SocketAddr::new(epmd_addr.ip(), entry.port);
+        let mut stream = tokio::time::timeout(core.config.setup_time, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timeout".to_owned())?
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        stream.set_nodelay(true).ok();
+        let v5 = entry.highest_version < 6;
+        match handshake::client(&mut stream, &local(&core), v5).await {
+            Ok(peer) => Ok((stream, peer)),
+            Err(HandshakeError::Refused(status)) if status == "nok" => Err("nok".to_owned()),
+            Err(e) => Err(format!("handshake: {e}")),
+        }
+    };
+    let result = tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = attempt => r,
+    };
+    match result {
+        Ok((stream, peer)) => {
+            if peer.name != *node {
+                tracing::warn!("connected to {node} but it calls itself {}", peer.name);
+                core.connection_lost(&node, id, "wrong_name");
+                return;
+            }
+            start(core, node, id, stream, peer.flags);
+        }
+        Err(reason) if reason == "nok" => {
+            // The peer's own attempt toward us wins; it will arrive as an
+            // accepted connection and take this slot. Give it the setup time.
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(core.config.setup_time) => {
+                    let still_ours = matches!(
+                        core.peers.lock().get(&node).map(|s| (s.id, matches!(s.state, SlotState::Connecting(_)))),
+                        Some((sid, true)) if sid == id
+                    );
+                    if still_ours {
+                        core.connection_lost(&node, id, "simultaneous connect not completed");
+                    }
+                }
+            }
+        }
+        Err(reason) => {
+            tracing::info!("cannot connect to {node}: {reason}");
+            core.connection_lost(&node, id, &reason);
+        }
+    }
+}
+
+/// Accepts peers' connections until shutdown.
+pub(crate) async fn accept_loop(core: Arc<Core>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = core.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                stream.set_nodelay(true).ok();
+                let core = core.clone();
+                tokio::spawn(async move { accept_one(core, stream).await });
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// What the node decided about an incoming name.
+enum Decision {
+    Proceed(u64, Status),
+    Replace,
+    Refuse(Status),
+}
+
+async fn accept_one(core: Arc<Core>, mut stream: TcpStream) {
+    let me = local(&core);
+    let hello = match handshake::server_recv_name(&mut stream, &me).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!("refused a connection attempt: {e}");
+            return;
+        }
+    };
+    let node: Arc<str> = Arc::from(hello.name.as_str());
+    if !hello.name.contains('@') || hello.name == *core.name {
+        let _ = handshake::server_finish(&mut stream, &me, hello, Status::NotAllowed).await;
+        return;
+    }
+    let decision = {
+        let mut peers = core.peers.lock();
+        match peers.get_mut(&node) {
+            None => {
+                let id = core.next_slot_id();
+                let (tx, rx) = mpsc::channel(core.config.peer_queue);
+                peers.insert(
+                    node.clone(),
+                    crate::node::core::PeerSlot {
+                        id,
+                        tx,
+                        rx: Some(rx),
+                        state: SlotState::Accepting,
+                    },
+                );
+                Decision::Proceed(id, Status::Ok)
+            }
+            Some(slot) => match &slot.state {
+                SlotState::Up { .. } => Decision::Replace,
+                SlotState::Accepting => Decision::Refuse(Status::Nok),
+                SlotState::Connecting(cancel) => match handshake::simultaneous(&core.name, &node) {
+                    Status::OkSimultaneous => {
+                        cancel.cancel();
+                        slot.state = SlotState::Accepting;
+                        Decision::Proceed(slot.id, Status::OkSimultaneous)
+                    }
+                    other => Decision::Refuse(other),
+                },
+            },
+        }
+    };
+    let (status, id) = match decision {
+        Decision::Proceed(id, status) => (status, Some(id)),
+        Decision::Replace => (Status::Alive, None),
+        Decision::Refuse(s) => (s, None),
+    };
+    let result = handshake::server_finish(&mut stream, &me, hello, status).await;
+    match (result, id) {
+        (Ok(peer), Some(id)) => start(core, node, id, stream, peer.flags),
+        (Ok(peer), None) => {
+            // `alive` answered `true`: the peer restarted or lost our old
+            // connection before we noticed. Drop the old one, use this one.
+            let old = core.peers.lock().get(&node).map(|s| s.id);
+            if let Some(old) = old {
+                core.connection_lost(&node, old, "replaced by a new connection");
+            }
+            let id = core.next_slot_id();
+            let (tx, rx) = mpsc::channel(core.config.peer_queue);
+            {
+                let mut peers = core.peers.lock();
+                if peers.contains_key(&node) {
+                    return;
+                }
+                peers.insert(
+                    node.clone(),
+                    crate::node::core::PeerSlot {
+                        id,
+                        tx,
+                        rx: Some(rx),
+                        state: SlotState::Accepting,
+                    },
+                );
+            }
+            start(core, node, id, stream, peer.flags);
+        }
+        (Err(e), id) => {
+            match &e {
+                HandshakeError::BadCookie(_) => {
+                    tracing::error!(
+                        "** Connection attempt from node {node} rejected. Invalid challenge reply. **"
+                    )
+                }
+                HandshakeError::NotWanted(_) => {
+                    tracing::debug!("connection from {node} not taken: {e}")
+                }
+                _ => tracing::warn!("handshake with {node} failed: {e}"),
+            }
+            if let Some(id) = id {
+                core.connection_lost(&node, id, "handshake failed");
+            }
+        }
+    }
+}
+
+/// A handshake succeeded: claim the slot and run the connection.
+fn start(core: Arc<Core>, node: Arc<str>, id: u64, stream: TcpStream, peer_flags: u64) {
+    let negotiated = flags::negotiated(flags::offered(!core.config.hidden), peer_flags)
+        | (peer_flags & flags::PUBLISHED);
+    let cancel = core.shutdown.child_token();
+    let Some(rx) = core.claim(&node, id, negotiated, cancel.clone()) else {
+        return;
+    };
+    let (read_half, write_half) = stream.into_split();
+    let reads = Arc::new(AtomicU64::new(0));
+    let reader_core = core.clone();
+    let reader_node = node.clone();
+    let reader_cancel = cancel.clone();
+    let reader_reads = reads.clone();
+    tokio::spawn(async move {
+        let result = tokio::select! {
+            _ = reader_cancel.cancelled() => Ok(()),
+            r = read_loop(&reader_core, &reader_node, negotiated, read_half, &reader_reads) => r,
+        };
+        if let Err(e) = result {
+            match e {
+                ConnectionError::Closed => {}
+                ref other => tracing::warn!("closing connection to {reader_node}: {other}"),
+            }
+            let reason = match e {
+                ConnectionError::Closed => "connection_closed".to_owned(),
+                other => other.to_string(),
+            };
+            reader_cancel.cancel();
+            reader_core.connection_lost(&reader_node, id, &reason);
+        }
+    });
+    tokio::spawn(async move {
+        let result = write_loop(&core, negotiated, write_half, rx, &reads, &cancel).await;
+        if let Err(e) = result {
+            if !matches!(e, ConnectionError::TickTimeout) {
+                tracing::warn!("closing connection to {node}: {e}");
+            } else {
+                tracing::warn!("{node} has been silent for net_ticktime: net_tick_timeout");
+            }
+            cancel.cancel();
+            core.connection_lost(&node, id, &e.to_string());
+        }
+    });
+}
+
+async fn read_loop(
+    core: &Arc<Core>,
+    node: &Arc<str>,
+    negotiated: u64,
+    read_half: tokio::net::tcp::OwnedReadHalf,
+    reads: &AtomicU64,
+) -> Result<(), ConnectionError> {
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let mut buf = Vec::new();
+    loop {
+        let len = match reader.read_u32().await {
+            Ok(n) => n as usize,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(ConnectionError::Closed);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        reads.fetch_add(1, Ordering::Relaxed);
+        if len == 0 {
+            continue;
+        }
+        if len > core.config.max_frame {
+            return Err(ConnectionError::Oversized(len));
+        }
+        buf.resize(len, 0);
+        reader.read_exact(&mut buf).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                ConnectionError::Closed
+            } else {
+                e.into()
+            }
+        })?;
+        reads.fetch_add(1, Ordering::Relaxed);
+        if buf[0] != 112 {
+            return Err(ConnectionError::FrameType(buf[0]));
+        }
+        super::guard::check_frame(&buf[1..])?;
+        let msg = Message::read_from(&mut &buf[1..])
+            .map_err(|e| ConnectionError::Control(e.to_string()))?;
+        super::control::dispatch(core, node, negotiated, msg).map_err(ConnectionError::Control)?;
+        if buf.capacity() > 1 << 20 {
+            buf = Vec::new();
+        }
+    }
+}
+
+async fn write_loop(
+    core: &Arc<Core>,
+    negotiated: u64,
+    write_half: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    reads: &AtomicU64,
+    cancel: &CancellationToken,
+) -> Result<(), ConnectionError> {
+    let mut writer = write_half;
+    let tick_every = core.config.net_ticktime / 4;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + tick_every, tick_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wrote = false;
+    let mut last_reads = reads.load(Ordering::Relaxed);
+    let mut silent_checks = 0u32;
+    let mut out = Vec::with_capacity(64 * 1024);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                let _ = writer.shutdown().await;
+                return Ok(());
+            }
+            _ = ticker.tick() => {
+                let now_reads = reads.load(Ordering::Relaxed);
+                if now_reads == last_reads {
+                    silent_checks += 1;
+                    if silent_checks >= 4 {
+                        return Err(ConnectionError::TickTimeout);
+                    }
+                } else {
+                    silent_checks = 0;
+                    last_reads = now_reads;
+                }
+                if !wrote {
+                    writer.write_all(&[0, 0, 0, 0]).await?;
+                }
+                wrote = false;
+            }
+            next = rx.recv() => {
+                let Some(first) = next else { return Ok(()) };
+                out.clear();
+                encode(&mut out, first, negotiated)?;
+                while out.len() < 256 * 1024 {
+                    match rx.try_recv() {
+                        Ok(more) => encode(&mut out, more, negotiated)?,
+                        Err(_) => break,
+                    }
+                }
+                writer.write_all(&out).await?;
+                wrote = true;
+                if out.capacity() > 4 << 20 {
+                    out = Vec::with_capacity(64 * 1024);
+                }
+            }
+        }
+    }
+}
+
+fn encode(out: &mut Vec<u8>, msg: Outgoing, negotiated: u64) -> Result<(), ConnectionError> {
+    let start = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, 112]);
+    msg.into_message(negotiated)
+        .write_into(out)
+        .map_err(|e| ConnectionError::Control(format!("cannot encode: {e}")))?;
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}

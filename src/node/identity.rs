@@ -1,0 +1,369 @@
+//! Who this node is: its name, its host, its cookie and its tick time, worked
+//! out the way `erl` works them out.
+//!
+//! `-sname NAME` gives `NAME@SHORTHOST`, where `SHORTHOST` is the machine's
+//! host name cut at the first dot (what `inet:gethostname/0` followed by
+//! net_kernel's short-name rule yields); `-sname NAME@HOST` keeps the given
+//! host. `-name NAME@HOST` is a long name; `-name NAME` appends the DNS domain
+//! from `/etc/resolv.conf` to the host name, and fails like `erl` does when
+//! there is none. `-setcookie C` sets the cookie; without it the cookie is read
+//! from `~/.erlang.cookie`, which is created (mode 0400, twenty random
+//! uppercase letters, as `auth.erl` does) when missing. Without a name,
+//! distribution is off.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Whether a node uses short (`-sname`) or long (`-name`) names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// `-sname`: host without dots.
+    Short,
+    /// `-name`: fully qualified host.
+    Long,
+}
+
+/// A node name, `alive@host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeName {
+    /// The part before `@`.
+    pub alive: String,
+    /// The part after `@`.
+    pub host: String,
+    /// Short or long names.
+    pub kind: NameKind,
+}
+
+/// Errors working out the node identity.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The name is not a valid node name.
+    #[error("invalid node name {0:?}")]
+    BadName(String),
+    /// `-name` without a host and no domain could be found.
+    #[error("can't set long node name {0:?}: the host name has no domain")]
+    NoDomain(String),
+    /// A flag lacks its value.
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    /// A value is malformed.
+    #[error("invalid value for {flag}: {value:?}")]
+    BadValue {
+        /// The flag.
+        flag: String,
+        /// The value given.
+        value: String,
+    },
+    /// The cookie file could not be read or created.
+    #[error("cookie file {path}: {source}")]
+    Cookie {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+impl NodeName {
+    /// `-sname` semantics: `alive` or `alive@host`.
+    pub fn short(spec: &str) -> Result<Self, IdentityError> {
+        let (alive, host) = match spec.split_once('@') {
+            Some((a, h)) => (a.to_owned(), h.to_owned()),
+            None => (spec.to_owned(), short_host_name(&local_host_name())),
+        };
+        Self::checked(alive, host, NameKind::Short, spec)
+    }
+
+    /// `-name` semantics: `alive@fq.host` or `alive` (host name plus domain).
+    pub fn long(spec: &str) -> Result<Self, IdentityError> {
+        let (alive, host) = match spec.split_once('@') {
+            Some((a, h)) => (a.to_owned(), h.to_owned()),
+            None => {
+                let host = local_host_name();
+                let host = if host.contains('.') {
+                    host
+                } else {
+                    match resolv_domain(Path::new("/etc/resolv.conf")) {
+                        Some(domain) => format!("{host}.{domain}"),
+                        None => return Err(IdentityError::NoDomain(spec.to_owned())),
+                    }
+                };
+                (spec.to_owned(), host)
+            }
+        };
+        Self::checked(alive, host, NameKind::Long, spec)
+    }
+
+    fn checked(
+        alive: String,
+        host: String,
+        kind: NameKind,
+        spec: &str,
+    ) -> Result<Self, IdentityError> {
+        let alive_ok = !alive.is_empty()
+            && alive.len() <= 255
+            && alive
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let host_ok = !(host.is_empty()
+            || host.contains('@')
+            || (kind == NameKind::Short && host.contains('.')));
+        if alive_ok && host_ok {
+            Ok(Self { alive, host, kind })
+        } else {
+            Err(IdentityError::BadName(spec.to_owned()))
+        }
+    }
+
+    /// `alive@host`.
+    pub fn full(&self) -> String {
+        format!("{}@{}", self.alive, self.host)
+    }
+}
+
+impl std::fmt::Display for NodeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.alive, self.host)
+    }
+}
+
+/// The machine's host name as `inet:gethostname/0` returns it.
+pub fn local_host_name() -> String {
+    // gethostname(2) on Linux reads the UTS name the kernel exposes here.
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let name = name.trim();
+        if !name.is_empty() {
+            return name.to_owned();
+        }
+    }
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// Net_kernel's short-name rule: the host name up to the first dot.
+pub fn short_host_name(host: &str) -> String {
+    host.split('.').next().unwrap_or(host).to_owned()
+}
+
+fn resolv_domain(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut search = None;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("domain"), Some(d)) => return Some(d.to_owned()),
+            (Some("search"), Some(d)) if search.is_none() => search = Some(d.to_owned()),
+            _ => {}
+        }
+    }
+    search
+}
+
+/// What `erl` flags say about distribution, from a command line or `vm.args`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DistArgs {
+    /// `-sname` or `-name`; `None` means distribution off.
+    pub name: Option<(NameKind, String)>,
+    /// `-setcookie`.
+    pub cookie: Option<String>,
+    /// `-kernel net_ticktime N` (seconds).
+    pub net_ticktime: Option<u64>,
+    /// `-hidden`.
+    pub hidden: bool,
+}
+
+impl DistArgs {
+    /// Reads the flags it knows from a list of tokens, ignoring the others
+    /// (`+K true`, `-smp`, ...). The last occurrence of a flag wins, as in erl.
+    pub fn parse<I, S>(tokens: I) -> Result<Self, IdentityError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let tokens: Vec<String> = tokens.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        let mut args = Self::default();
+        let mut i = 0;
+        let value = |i: usize, flag: &str| -> Result<String, IdentityError> {
+            tokens
+                .get(i + 1)
+                .cloned()
+                .ok_or_else(|| IdentityError::MissingValue(flag.to_owned()))
+        };
+        while i < tokens.len() {
+            match tokens[i].as_str() {
+                "-sname" => {
+                    args.name = Some((NameKind::Short, value(i, "-sname")?));
+                    i += 1;
+                }
+                "-name" => {
+                    args.name = Some((NameKind::Long, value(i, "-name")?));
+                    i += 1;
+                }
+                "-setcookie" => {
+                    args.cookie = Some(value(i, "-setcookie")?);
+                    i += 1;
+                }
+                "-hidden" => args.hidden = true,
+                "-kernel" if tokens.get(i + 1).map(String::as_str) == Some("net_ticktime") => {
+                    let v = value(i + 1, "-kernel net_ticktime")?;
+                    let secs = v.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                        IdentityError::BadValue {
+                            flag: "-kernel net_ticktime".into(),
+                            value: v.clone(),
+                        }
+                    })?;
+                    args.net_ticktime = Some(secs);
+                    i += 2;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        Ok(args)
+    }
+
+    /// Reads a release's `vm.args`: whitespace-separated tokens, `#` comments.
+    pub fn from_vm_args(text: &str) -> Result<Self, IdentityError> {
+        let tokens: Vec<&str> = text
+            .lines()
+            .map(|line| line.split('#').next().unwrap_or(""))
+            .flat_map(str::split_whitespace)
+            .collect();
+        Self::parse(tokens)
+    }
+
+    /// Overlays `other` (e.g. the command line) on `self` (e.g. `vm.args`).
+    pub fn overlay(mut self, other: DistArgs) -> Self {
+        if other.name.is_some() {
+            self.name = other.name;
+        }
+        if other.cookie.is_some() {
+            self.cookie = other.cookie;
+        }
+        if other.net_ticktime.is_some() {
+            self.net_ticktime = other.net_ticktime;
+        }
+        self.hidden |= other.hidden;
+        self
+    }
+
+    /// The node name these flags ask for, if any.
+    pub fn node_name(&self) -> Result<Option<NodeName>, IdentityError> {
+        match &self.name {
+            None => Ok(None),
+            Some((NameKind::Short, spec)) => NodeName::short(spec).map(Some),
+            Some((NameKind::Long, spec)) => NodeName::long(spec).map(Some),
+        }
+    }
+
+    /// The cookie: `-setcookie`, else `~/.erlang.cookie` (created if missing).
+    pub fn resolve_cookie(&self) -> Result<String, IdentityError> {
+        match &self.cookie {
+            Some(c) => Ok(c.clone()),
+            None => {
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/"));
+                cookie_from_file(&home.join(".erlang.cookie"))
+            }
+        }
+    }
+
+    /// `net_ticktime`, 60 s unless set.
+    pub fn ticktime(&self) -> Duration {
+        Duration::from_secs(self.net_ticktime.unwrap_or(60))
+    }
+}
+
+/// Reads a cookie file as `auth.erl` does (first line, trailing whitespace
+/// dropped), creating it with twenty random uppercase letters and mode 0400
+/// when it does not exist.
+pub fn cookie_from_file(path: &Path) -> Result<String, IdentityError> {
+    let err = |source| IdentityError::Cookie {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.lines().next().unwrap_or("").trim_end().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::Rng;
+            let mut rng = rand::rng();
+            let cookie: String = (0..20)
+                .map(|_| char::from(b'A' + rng.random_range(0..26u8)))
+                .collect();
+            write_private(path, &cookie).map_err(err)?;
+            Ok(cookie)
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_take_the_host_up_to_the_first_dot() {
+        assert_eq!(short_host_name("vm.example.org"), "vm");
+        let n = NodeName::short("flack").expect("valid");
+        assert!(!n.host.contains('.'));
+        assert_eq!(
+            NodeName::short("a@localhost").expect("valid").full(),
+            "a@localhost"
+        );
+        assert!(NodeName::short("a@b.c").is_err());
+        assert!(NodeName::short("@x").is_err());
+        assert_eq!(NodeName::long("a@b.c").expect("valid").full(), "a@b.c");
+    }
+
+    #[test]
+    fn reads_vm_args_and_command_line() {
+        let vm = "## comment\n-sname flack1\n-setcookie flack_cookie # trailing\n+K true\n-kernel net_ticktime 20\n";
+        let args = DistArgs::from_vm_args(vm).expect("parses");
+        assert_eq!(args.name, Some((NameKind::Short, "flack1".into())));
+        assert_eq!(args.cookie.as_deref(), Some("flack_cookie"));
+        assert_eq!(args.ticktime(), Duration::from_secs(20));
+        let cli = DistArgs::parse(["-name", "x@h.d", "-hidden"]).expect("parses");
+        let both = args.overlay(cli);
+        assert_eq!(both.name, Some((NameKind::Long, "x@h.d".into())));
+        assert!(both.hidden);
+        assert!(DistArgs::parse(["-setcookie"]).is_err());
+        assert_eq!(
+            DistArgs::parse(Vec::<String>::new())
+                .expect("empty")
+                .node_name()
+                .expect("ok"),
+            None
+        );
+    }
+
+    #[test]
+    fn creates_a_missing_cookie_like_erl() {
+        let dir = std::env::temp_dir().join(format!("flack-cookie-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join(".erlang.cookie");
+        let _ = std::fs::remove_file(&path);
+        let cookie = cookie_from_file(&path).expect("created");
+        assert_eq!(cookie.len(), 20);
+        assert!(cookie.bytes().all(|b| b.is_ascii_uppercase()));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o400);
+        assert_eq!(cookie_from_file(&path).expect("read back"), cookie);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
