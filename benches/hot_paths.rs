@@ -50,7 +50,11 @@ fn measure(name: &str, budget: Duration, mut op: impl FnMut()) -> f64 {
 
 fn main() {
     let measuring = std::env::args().any(|arg| arg == "--bench");
-    let budget = if measuring { Duration::from_secs(1) } else { Duration::ZERO };
+    let budget = if measuring {
+        Duration::from_secs(1)
+    } else {
+        Duration::ZERO
+    };
 
     let frame = r#"{"record":"chat_message","chat_name":"lobby","mime_type":"text/plain","message":"hello, everyone in the lobby: how are you today?"}"#;
     measure("parse a chat_message frame", budget, || {
@@ -99,8 +103,12 @@ fn main() {
         black_box(&term).encode(&mut out).expect("encodes");
         black_box(out);
     });
-    measure("decode a chat_message record from ETF bytes", budget, || {
-        let term = eetf::Term::decode(black_box(wire.as_slice())).expect("decodes");
-        black_box(records::decode(&term).ok());
-    });
+    measure(
+        "decode a chat_message record from ETF bytes",
+        budget,
+        || {
+            let term = eetf::Term::decode(black_box(wire.as_slice())).expect("decodes");
+            black_box(records::decode(&term).ok());
+        },
+    );
 }

@@ -61,8 +61,7 @@ impl RunningNode {
 
 /// Binds the listener and starts serving.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
-    let listener = TcpListener::bind(settings.listen)
-        .await
+    let listener = listen(settings.listen)
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", settings.listen))?;
     let local_addr = listener.local_addr()?;
     let node = Node::start(node_config(&settings)?).await?;
@@ -111,6 +110,23 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
         directory,
         task,
     })
+}
+
+/// Connections the kernel queues for the listener before flack accepts
+/// them. The default of 128 overflows when thousands of clients reconnect
+/// at once (after a node restart), and every overflow costs a client a SYN
+/// retry of a second or more.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The Erlang node this flack node is: named by `-sname`/`-name` (else no

@@ -16,6 +16,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
@@ -139,6 +140,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let shutdown = state.chat.shutdown.clone();
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    // Flack writes small frames back to back (chat_state then joined);
+    // with Nagle's algorithm the second waits for the client's delayed ACK,
+    // about 40 ms on Linux.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(listener, service)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

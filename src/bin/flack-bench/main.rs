@@ -11,10 +11,10 @@
 
 mod cli;
 mod client;
-#[cfg(test)]
-mod mock;
 mod report;
 mod scenarios;
+#[cfg(test)]
+mod selftest;
 mod stats;
 mod sys;
 
