@@ -10,6 +10,8 @@
 //! However the loop ends, the session leaves its chats and its process ends,
 //! so no registration outlives its connection.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,6 +152,7 @@ pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
         pid: pid.clone(),
         route,
         context: context.clone(),
+        posting: None,
     };
     let ending = connection.run(mailbox).await;
 
@@ -173,6 +176,11 @@ struct Connection {
     pid: Pid,
     route: MailboxSender,
     context: Arc<ChatContext>,
+    /// A post still being sent to members on other nodes. While it is,
+    /// the client's next frames wait (backpressure on its input) but the
+    /// session keeps delivering its own mailbox, so a busy poster is never
+    /// mistaken for a slow reader.
+    posting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl Connection {
@@ -195,7 +203,10 @@ impl Connection {
                     self.close(close_code::ERROR, "session process ended").await;
                     return Ending::Killed;
                 }
-                frame = self.socket.next() => {
+                () = poll_posting(&mut self.posting), if self.posting.is_some() => {
+                    self.posting = None;
+                }
+                frame = self.socket.next(), if self.posting.is_none() => {
                     idle_deadline = Instant::now() + limits.idle_timeout;
                     if let Some(ending) = self.on_frame(frame).await {
                         return ending;
@@ -284,7 +295,10 @@ impl Connection {
             Step::Post { chat, message } => {
                 if let Some(identity) = self.session.identity() {
                     let user_id = identity.user_id.clone();
-                    directory.post(&chat, &self.pid, &user_id, message).await;
+                    let pid = self.pid.clone();
+                    self.posting = Some(Box::pin(async move {
+                        directory.post(&chat, &pid, &user_id, message).await;
+                    }));
                 }
                 return None;
             }
@@ -425,6 +439,14 @@ impl Connection {
         };
         let _ = timeout(CLOSE_LINGER, self.socket.send(Message::Close(Some(frame)))).await;
         self.linger().await;
+    }
+}
+
+/// Drives the post in progress, if any, to completion.
+async fn poll_posting(posting: &mut Option<Pin<Box<dyn Future<Output = ()> + Send>>>) {
+    match posting {
+        Some(post) => post.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -392,7 +392,19 @@ impl Directory {
                 .unwrap_or_default()
         };
         for route in routes.iter().chain(extra.iter()) {
-            self.deliver(route, &event, Some(&record), Some(sender));
+            match route {
+                Route::Local(_) => self.deliver(route, &event, None, None),
+                // Toward another node the sender waits for room, as an
+                // Erlang process is suspended on a busy distribution port:
+                // a burst must slow the poster down, never drop a delivery
+                // or cost the connection.
+                Route::Remote(pid) => {
+                    let delivery = self.node.send_wait(Some(sender), pid, record.clone()).await;
+                    if delivery == Delivery::Accepted {
+                        Metrics::bump(&self.metrics.deliveries);
+                    }
+                }
+            }
         }
     }
 

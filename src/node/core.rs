@@ -186,14 +186,32 @@ impl Core {
         }
     }
 
-    /// Like [`Core::route`] but waits for room in the peer's queue.
+    /// Like [`Core::route`] but waits for room in the peer's queue. It
+    /// waits while less than a quarter of the queue is free, so that bulk
+    /// traffic that can wait (chat fan-out) never fills the queue that the
+    /// messages which cannot wait (gproc_dist's broadcasts and replies,
+    /// sent with [`Core::route`]) also use.
     pub async fn route_wait(self: &Arc<Self>, node: &Arc<str>, out: Outgoing) -> Delivery {
         let Some((_, tx)) = self.peer_tx(node) else {
             return Delivery::Gone;
         };
-        match tx.send(out).await {
-            Ok(()) => Delivery::Accepted,
-            Err(_) => Delivery::Gone,
+        let headroom = (self.config.peer_queue / 4).max(1);
+        let mut out = out;
+        loop {
+            // Polled rather than queued on the channel's semaphore: a waiter
+            // queued there would take every freed slot for itself and leave
+            // none for the messages that cannot wait.
+            if tx.capacity() > headroom {
+                match tx.try_send(out) {
+                    Ok(()) => return Delivery::Accepted,
+                    Err(mpsc::error::TrySendError::Full(back)) => out = back,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Delivery::Gone,
+                }
+            }
+            if tx.is_closed() {
+                return Delivery::Gone;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
 
