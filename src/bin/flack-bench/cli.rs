@@ -135,33 +135,24 @@ pub struct IdleArgs {
     pub read_buffer: usize,
 }
 
-/// Options of the fanout scenario.
-#[derive(Debug, Args)]
-pub struct FanoutArgs {
-    // Options every scenario shares.
-    #[command(flatten)]
-    pub common: Common,
+/// The room set-up and traffic shape fanout and flood share.
+#[derive(Debug, Clone, Args)]
+pub struct RoomArgs {
     /// Rooms [default: 1].
     #[arg(long)]
     pub rooms: Option<u32>,
     /// Members per room, senders included [default: 100; smoke: 20].
     #[arg(long)]
     pub members: Option<u32>,
-    /// Senders per room [default: 1; smoke: 2].
+    /// Senders per room [default: fanout 1, flood 4; smoke: 2].
     #[arg(long)]
     pub senders: Option<u32>,
-    /// Messages per second, all senders together [default: 100; smoke: 50].
-    #[arg(long)]
-    pub rate: Option<f64>,
     /// Measured seconds [default: 10; smoke: 3].
     #[arg(long)]
     pub duration: Option<f64>,
     /// Seconds of sending before measuring [default: 2; smoke: 1].
     #[arg(long)]
     pub warmup: Option<f64>,
-    /// Seconds to wait after the last send for deliveries still in flight.
-    #[arg(long, default_value_t = 5.0)]
-    pub drain_secs: f64,
     /// Length of the message text in bytes (padded; at least the header).
     #[arg(long, default_value_t = 64)]
     pub message_bytes: usize,
@@ -171,27 +162,32 @@ pub struct FanoutArgs {
     pub read_buffer: usize,
 }
 
+/// Options of the fanout scenario.
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    // Options every scenario shares.
+    #[command(flatten)]
+    pub common: Common,
+    // The room set-up.
+    #[command(flatten)]
+    pub room: RoomArgs,
+    /// Messages per second, all senders together [default: 100; smoke: 50].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds to wait after the last send for deliveries still in flight.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain_secs: f64,
+}
+
 /// Options of the flood scenario.
 #[derive(Debug, Args)]
 pub struct FloodArgs {
     // Options every scenario shares.
     #[command(flatten)]
     pub common: Common,
-    /// Rooms [default: 1].
-    #[arg(long)]
-    pub rooms: Option<u32>,
-    /// Members per room, senders included [default: 100; smoke: 20].
-    #[arg(long)]
-    pub members: Option<u32>,
-    /// Senders per room [default: 4; smoke: 2].
-    #[arg(long)]
-    pub senders: Option<u32>,
-    /// Measured seconds [default: 10; smoke: 3].
-    #[arg(long)]
-    pub duration: Option<f64>,
-    /// Seconds of sending before measuring [default: 2; smoke: 1].
-    #[arg(long)]
-    pub warmup: Option<f64>,
+    // The room set-up.
+    #[command(flatten)]
+    pub room: RoomArgs,
     /// Messages a sender may have in flight: it waits while its undelivered
     /// deliveries (all members together) reach window x members. Bounds the
     /// server's queues; 0 = no window, only TCP backpressure.
@@ -200,13 +196,6 @@ pub struct FloodArgs {
     /// Seconds to wait after the last send for deliveries still in flight.
     #[arg(long, default_value_t = 10.0)]
     pub drain_secs: f64,
-    /// Length of the message text in bytes (padded; at least the header).
-    #[arg(long, default_value_t = 64)]
-    pub message_bytes: usize,
-    /// Websocket read buffer per client connection, bytes (tungstenite
-    /// zeroes it before every read, so bigger is not cheaper).
-    #[arg(long, default_value_t = 2048)]
-    pub read_buffer: usize,
 }
 
 /// Options of the churn scenario.

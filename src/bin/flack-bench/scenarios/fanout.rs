@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::{Env, Sampler, ServerRss, SetupProgress, SetupSummary};
-use crate::cli::{FanoutArgs, secs};
+use crate::cli::{Common, FanoutArgs, RoomArgs, secs};
 use crate::client::{self, BenchPayload, ClientMsg, ServerMsg, Ws};
 use crate::report::{CpuReport, Report, Verdict};
 use crate::stats::{Latency, LatencySummary, PairTracker, round1, round3};
@@ -563,42 +563,61 @@ async fn member(sh: Arc<Shared>, grp: Arc<Group>, room: u32, idx: u32) -> Tally 
     tally
 }
 
-/// Resolves fanout options.
-pub fn fanout_config(env: &Env, a: &FanoutArgs) -> Result<RoomConfig, String> {
+/// Resolves the room set-up fanout and flood share; `senders` is the
+/// scenario's default number of senders per room outside smoke runs.
+pub fn room_config(
+    env: &Env,
+    room: &RoomArgs,
+    common: &Common,
+    senders: u32,
+    mode: Mode,
+    drain_secs: f64,
+) -> Result<RoomConfig, String> {
     let smoke = env.smoke;
-    let rooms = a.rooms.unwrap_or(1).max(1);
-    let members = a.members.unwrap_or(if smoke { 20 } else { 100 }).max(1);
-    let senders = a
+    let rooms = room.rooms.unwrap_or(1).max(1);
+    let members = room.members.unwrap_or(if smoke { 20 } else { 100 }).max(1);
+    let senders = room
         .senders
-        .unwrap_or(if smoke { 2 } else { 1 })
+        .unwrap_or(if smoke { 2 } else { senders })
         .clamp(1, members);
-    let rate = a.rate.unwrap_or(if smoke { 50.0 } else { 100.0 });
-    if !(rate.is_finite() && rate > 0.0) {
-        return Err(format!("--rate must be positive, got {rate}"));
-    }
-    let rate_per_sender = rate / f64::from(rooms * senders);
+    let rate_per_sender = match mode {
+        Mode::Rate(rate) => Some(round3(rate / f64::from(rooms * senders))),
+        Mode::Flood(_) => None,
+    };
     let conns = u64::from(rooms) * u64::from(members);
     Ok(RoomConfig {
         rooms,
         members,
         senders,
-        mode: Mode::Rate(rate),
-        rate_per_sender: Some(round3(rate_per_sender)),
-        warmup_secs: secs("warmup", a.warmup.unwrap_or(if smoke { 1.0 } else { 2.0 }))?
-            .as_secs_f64(),
+        mode,
+        rate_per_sender,
+        warmup_secs: secs(
+            "warmup",
+            room.warmup.unwrap_or(if smoke { 1.0 } else { 2.0 }),
+        )?
+        .as_secs_f64(),
         duration_secs: secs(
             "duration",
-            a.duration.unwrap_or(if smoke { 3.0 } else { 10.0 }),
+            room.duration.unwrap_or(if smoke { 3.0 } else { 10.0 }),
         )?
         .as_secs_f64()
         .max(0.1),
-        drain_secs: secs("drain-secs", a.drain_secs)?.as_secs_f64(),
-        message_bytes: a.message_bytes.min(1 << 20),
-        read_buffer: a.read_buffer,
+        drain_secs: secs("drain-secs", drain_secs)?.as_secs_f64(),
+        message_bytes: room.message_bytes.min(1 << 20),
+        read_buffer: room.read_buffer,
         source_ips: env.source_count(conns),
-        connect_rate: a.common.connect_rate,
-        connect_concurrency: a.common.connect_concurrency,
+        connect_rate: common.connect_rate,
+        connect_concurrency: common.connect_concurrency,
     })
+}
+
+/// Resolves fanout options.
+pub fn fanout_config(env: &Env, a: &FanoutArgs) -> Result<RoomConfig, String> {
+    let rate = a.rate.unwrap_or(if env.smoke { 50.0 } else { 100.0 });
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(format!("--rate must be positive, got {rate}"));
+    }
+    room_config(env, &a.room, &a.common, 1, Mode::Rate(rate), a.drain_secs)
 }
 
 /// Runs a room scenario (fanout or flood) with resolved parameters.
