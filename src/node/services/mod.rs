@@ -20,6 +20,39 @@ use eetf::Term;
 use super::core::Core;
 use super::term::{as_atom, as_list, as_tuple, atom, list, tuple};
 
+/// Starts a registered process that answers `gen_server` calls with
+/// `answer(request)` until the node shuts down; other messages are dropped.
+/// This is all `net_kernel` and `rex` need to be for a peer.
+pub(crate) fn serve_calls(
+    node: &crate::node::Node,
+    name: &'static str,
+    answer: impl Fn(&Core, &Term) -> Term + Send + 'static,
+) {
+    use crate::node::mailbox::{Received, TermMailbox};
+    let (inbox, mut mailbox) = TermMailbox::new(1024);
+    let pid = node.spawn(inbox);
+    if node.register_name(name, &pid).is_err() {
+        return;
+    }
+    let core = node.core().clone();
+    tokio::spawn(async move {
+        let shutdown = core.shutdown.clone();
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = mailbox.recv() => r,
+            };
+            let Some(Received::Message(_, msg)) = received else {
+                return;
+            };
+            let Some((from, request)) = gen_call(&msg) else {
+                continue;
+            };
+            core.reply(&pid, from, answer(&core, request));
+        }
+    });
+}
+
 /// Splits `{'$gen_call', From, Request}`.
 pub fn gen_call(msg: &Term) -> Option<(&Term, &Term)> {
     match as_tuple(msg)? {

@@ -5,44 +5,17 @@
 //! dropped.
 
 use crate::node::Node;
-use crate::node::mailbox::{Received, TermMailbox};
 use crate::node::term::{as_atom, as_tuple, atom, tuple};
 
 /// Starts the service and registers it as `rex`.
 pub fn start(node: &Node) {
-    let (inbox, mut mailbox) = TermMailbox::new(1024);
-    let pid = node.spawn(inbox);
-    if node.register_name("rex", &pid).is_err() {
-        return;
-    }
-    let core = node.core().clone();
-    tokio::spawn(async move {
-        let shutdown = core.shutdown.clone();
-        loop {
-            let received = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = mailbox.recv() => r,
-            };
-            let Some(Received::Message(_, msg)) = received else {
-                return;
-            };
-            let Some((from, request)) = super::gen_call(&msg) else {
-                continue;
-            };
-            let reply = match as_tuple(request) {
-                Some([kind, m, f, a, _gl])
-                    if matches!(as_atom(kind), Some("call" | "block_call")) =>
-                {
-                    match super::eval(&core, m, f, a) {
-                        Ok(v) => v,
-                        Err(reason) => {
-                            tuple(vec![atom("badrpc"), tuple(vec![atom("EXIT"), reason])])
-                        }
-                    }
-                }
-                _ => tuple(vec![atom("badrpc"), atom("notsup")]),
-            };
-            core.reply(&pid, from, reply);
+    super::serve_calls(node, "rex", |core, request| match as_tuple(request) {
+        Some([kind, m, f, a, _gl]) if matches!(as_atom(kind), Some("call" | "block_call")) => {
+            match super::eval(core, m, f, a) {
+                Ok(v) => v,
+                Err(reason) => tuple(vec![atom("badrpc"), tuple(vec![atom("EXIT"), reason])]),
+            }
         }
+        _ => tuple(vec![atom("badrpc"), atom("notsup")]),
     });
 }
