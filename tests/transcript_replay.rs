@@ -40,10 +40,12 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use eetf::Term;
-use flack::cluster::election::{Beat, Dest, Effect, Election, Elid, Input, Message, NodeName};
+use flack::cluster::election::{Beat, Dest, Effect, Election, Input, Message, NodeName};
 use flack::cluster::gproc::GprocTable;
 use flack::cluster::records;
+use flack::cluster::wire;
 use flack::node::Pid;
+use flack::node::term::{as_atom, as_list, as_tuple, atom, list, tuple};
 use trace_support::{Dir, Event, Peer, TraceFile};
 
 /// The candidates every node of the capture was started with.
@@ -60,18 +62,6 @@ fn gproc_dist_trace(node: &str) -> TraceFile {
 // -------------------------------------------------------------------
 // Terms.
 
-fn atom(name: &str) -> Term {
-    Term::from(eetf::Atom::from(name))
-}
-
-fn tuple(elements: Vec<Term>) -> Term {
-    Term::from(eetf::Tuple::from(elements))
-}
-
-fn list(elements: Vec<Term>) -> Term {
-    Term::from(eetf::List::from(elements))
-}
-
 fn int(value: i64) -> Term {
     match i32::try_from(value) {
         Ok(small) => Term::from(eetf::FixInteger::from(small)),
@@ -79,37 +69,9 @@ fn int(value: i64) -> Term {
     }
 }
 
-fn as_atom(term: &Term) -> Option<&str> {
-    match term {
-        Term::Atom(atom) => Some(&atom.name),
-        _ => None,
-    }
-}
-
-fn as_tuple(term: &Term) -> Option<&[Term]> {
-    match term {
-        Term::Tuple(tuple) => Some(&tuple.elements),
-        _ => None,
-    }
-}
-
-fn as_list(term: &Term) -> Option<&[Term]> {
-    match term {
-        Term::List(list) => Some(&list.elements),
-        _ => None,
-    }
-}
-
 fn as_int(term: &Term) -> Option<i64> {
     match term {
         Term::FixInteger(value) => Some(i64::from(value.value)),
-        _ => None,
-    }
-}
-
-fn as_pid(term: &Term) -> Option<Pid> {
-    match term {
-        Term::Pid(pid) => Some(Pid::from(pid)),
         _ => None,
     }
 }
@@ -121,147 +83,10 @@ fn node_name(name: &str) -> NodeName {
 // -------------------------------------------------------------------
 // Election messages as Erlang terms.
 
-fn elid_term(elid: Elid) -> Term {
-    tuple(vec![int(elid.pos), int(elid.incarnation), int(elid.round)])
-}
-
-fn elid_of(term: &Term) -> Option<Elid> {
-    match as_tuple(term)? {
-        [pos, incarnation, round] => Some(Elid {
-            pos: as_int(pos)?,
-            incarnation: as_int(incarnation)?,
-            round: as_int(round)?,
-        }),
-        _ => None,
-    }
-}
-
-fn nodes_term(nodes: &[NodeName]) -> Term {
-    list(nodes.iter().map(|node| atom(node)).collect())
-}
-
-fn nodes_of(term: &Term) -> Option<Vec<NodeName>> {
-    as_list(term)?
-        .iter()
-        .map(|node| as_atom(node).map(node_name))
-        .collect()
-}
-
 fn dest_term(dest: &Dest) -> Term {
     match dest {
         Dest::Name(node) => tuple(vec![atom("gproc_dist"), atom(node)]),
         Dest::Pid(pid) => Term::from(pid.clone()),
-    }
-}
-
-/// `{kind, Elid, Pid}`, the shape of most election messages.
-fn elid_pid(kind: &str, elid: Elid, pid: &Pid) -> Term {
-    tuple(vec![atom(kind), elid_term(elid), Term::from(pid.clone())])
-}
-
-fn encode_message(message: &Message) -> Term {
-    match message {
-        Message::Join(pid) => tuple(vec![atom("join"), Term::from(pid.clone())]),
-        Message::HasLeader { leader, elid, from } => tuple(vec![
-            atom("hasLeader"),
-            Term::from(leader.clone()),
-            elid_term(*elid),
-            Term::from(from.clone()),
-        ]),
-        Message::IsLeader { elid, from } => elid_pid("isLeader", *elid, from),
-        Message::NotLeader { elid, from } => elid_pid("notLeader", *elid, from),
-        Message::Heartbeat(Beat::Node(node)) => tuple(vec![atom("heartbeat"), atom(node)]),
-        Message::Heartbeat(Beat::Pid(pid)) => {
-            tuple(vec![atom("heartbeat"), Term::from(pid.clone())])
-        }
-        Message::Halt { elid, from } => elid_pid("halt", *elid, from),
-        Message::AckLeader { elid, from } => elid_pid("ackLeader", *elid, from),
-        Message::Ldr {
-            synch,
-            elid,
-            workers,
-            candidates,
-            from,
-        } => tuple(vec![
-            atom("ldr"),
-            synch.clone(),
-            elid_term(*elid),
-            nodes_term(workers),
-            nodes_term(candidates),
-            Term::from(from.clone()),
-        ]),
-        Message::NormQ { elid, from } => elid_pid("normQ", *elid, from),
-        Message::NotNorm { elid, from } => elid_pid("notNorm", *elid, from),
-        Message::Checklead(node) => tuple(vec![atom("checklead"), atom(node)]),
-        Message::Election => tuple(vec![atom("election")]),
-        Message::UpdateCandidates {
-            elid,
-            candidates,
-            from,
-        } => tuple(vec![
-            atom("update_candidates"),
-            elid_term(*elid),
-            nodes_term(candidates),
-            Term::from(from.clone()),
-        ]),
-    }
-}
-
-fn decode_message(term: &Term) -> Option<Message> {
-    let fields = as_tuple(term)?;
-    let kind = as_atom(fields.first()?)?;
-    let elid_from = |make: fn(Elid, Pid) -> Message| match fields {
-        [_, elid, from] => Some(make(elid_of(elid)?, as_pid(from)?)),
-        _ => None,
-    };
-    match kind {
-        "join" => match fields {
-            [_, pid] => Some(Message::Join(as_pid(pid)?)),
-            _ => None,
-        },
-        "hasLeader" => match fields {
-            [_, leader, elid, from] => Some(Message::HasLeader {
-                leader: as_pid(leader)?,
-                elid: elid_of(elid)?,
-                from: as_pid(from)?,
-            }),
-            _ => None,
-        },
-        "isLeader" => elid_from(|elid, from| Message::IsLeader { elid, from }),
-        "notLeader" => elid_from(|elid, from| Message::NotLeader { elid, from }),
-        "halt" => elid_from(|elid, from| Message::Halt { elid, from }),
-        "ackLeader" => elid_from(|elid, from| Message::AckLeader { elid, from }),
-        "normQ" => elid_from(|elid, from| Message::NormQ { elid, from }),
-        "notNorm" => elid_from(|elid, from| Message::NotNorm { elid, from }),
-        "heartbeat" => match fields {
-            [_, Term::Atom(node)] => Some(Message::Heartbeat(Beat::Node(node_name(&node.name)))),
-            [_, pid @ Term::Pid(_)] => Some(Message::Heartbeat(Beat::Pid(as_pid(pid)?))),
-            _ => None,
-        },
-        "ldr" => match fields {
-            [_, synch, elid, workers, candidates, from] => Some(Message::Ldr {
-                synch: synch.clone(),
-                elid: elid_of(elid)?,
-                workers: nodes_of(workers)?,
-                candidates: nodes_of(candidates)?,
-                from: as_pid(from)?,
-            }),
-            _ => None,
-        },
-        "checklead" => match fields {
-            [_, node] => Some(Message::Checklead(node_name(as_atom(node)?))),
-            _ => None,
-        },
-        "election" if fields.len() == 1 => Some(Message::Election),
-        "update_candidates" => match fields {
-            [_, elid, candidates, from] => Some(Message::UpdateCandidates {
-                elid: elid_of(elid)?,
-                candidates: nodes_of(candidates)?,
-                from: as_pid(from)?,
-            }),
-            _ => None,
-        },
-        _ => None,
     }
 }
 
@@ -313,7 +138,7 @@ fn classify(me: &str, term: &Term) -> Result<Received, String> {
             Received::Election(Input::OwnHeartbeat)
         }
         ("join", _) => Received::Postponed(Input::Message(
-            decode_message(term).ok_or("a malformed join")?,
+            wire::decode(term).ok_or("a malformed join")?,
         )),
         ("$leader_call", [_, from, request]) => match as_tuple(from) {
             Some([Term::Pid(pid), tag]) => Received::LeaderCall {
@@ -355,7 +180,7 @@ fn classify(me: &str, term: &Term) -> Result<Received, String> {
             }
         }
         _ => Received::Election(Input::Message(
-            decode_message(term).ok_or("a message gproc_dist does not expect")?,
+            wire::decode(term).ok_or("a message gproc_dist does not expect")?,
         )),
     })
 }
@@ -1072,7 +897,7 @@ impl<'f> Replay<'f> {
                         continue;
                     }
                     self.expect_one(
-                        Expect::Exact(target_of(&dest), encode_message(&message)),
+                        Expect::Exact(target_of(&dest), wire::encode(&message)),
                         &format!("election message {message:?}"),
                     );
                     self.report.election_sends += 1;
@@ -1144,7 +969,7 @@ impl<'f> Replay<'f> {
     }
 
     fn send_ldr(&mut self, target: Target, why: &str) {
-        let ldr = encode_message(&self.machine.ldr(self.table.snapshot()));
+        let ldr = wire::encode(&self.machine.ldr(self.table.snapshot()));
         self.expect_one(Expect::Ldr(target, ldr), why);
         self.report.election_sends += 1;
         self.report.ldr_sent += 1;
