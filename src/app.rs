@@ -40,6 +40,11 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
+    /// How many Rust nodes' fan-out processes this node knows.
+    pub fn fanout_count(&self) -> usize {
+        self.directory.fanout_count()
+    }
+
     /// This node's view of the gproc_dist cluster, when it is in one.
     pub fn cluster_status(&self) -> Option<ClusterStatus> {
         self.directory.cluster().map(|cluster| cluster.status())
@@ -86,6 +91,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
             chat.directory.clone();
         let candidate = Candidate::start(node.clone(), config, observer, shutdown.clone())?;
         chat.directory.join_cluster(candidate);
+        crate::cluster::fanout::start(
+            &node,
+            chat.directory.clone(),
+            chat.records.clone(),
+            shutdown.clone(),
+        );
     }
     let directory = chat.directory.clone();
     let state = AppState {

@@ -259,6 +259,19 @@ async fn three_rust_nodes_elect_one_leader_and_share_rooms() {
     );
     assert!(text.contains("candidates: 3 up"), "{text}");
 
+    // Every Rust node registers its fan-out process; once known, events
+    // reach a node's members in one message per node.
+    for _ in 0..100 {
+        if (0..2).all(|index| cluster.node(index).fanout_count() == 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        (0..2).all(|index| cluster.node(index).fanout_count() == 3),
+        "fan-out processes not all known"
+    );
+
     let mut alice = Client::login(cluster.node(0).local_addr, "alice").await;
     let mut bob = Client::login(cluster.node(1).local_addr, "bob").await;
     let mut carol = Client::login(third, "carol").await;

@@ -80,6 +80,9 @@ pub struct Directory {
     /// Queues of this node's sessions, for the index to route to them.
     routes: Mutex<HashMap<Pid, MailboxSender>>,
     counters: Mutex<HashMap<Arc<str>, Counter>>,
+    /// The fan-out process of every Rust node in the cluster, by node
+    /// (`{n,g,{flack_fanout, Node}}` in the registry).
+    fanouts: Mutex<HashMap<Arc<str>, Pid>>,
 }
 
 fn sequence_name(chat: &str) -> Term {
@@ -106,6 +109,7 @@ impl Directory {
             cluster: OnceLock::new(),
             routes: Mutex::new(HashMap::new()),
             counters: Mutex::new(HashMap::new()),
+            fanouts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -391,20 +395,41 @@ impl Directory {
                 })
                 .unwrap_or_default()
         };
-        for route in routes.iter().chain(extra.iter()) {
-            match route {
-                Route::Local(_) => self.deliver(route, &event, None, None),
-                // Toward another node the sender waits for room, as an
-                // Erlang process is suspended on a busy distribution port:
-                // a burst must slow the poster down, never drop a delivery
-                // or cost the connection.
-                Route::Remote(pid) => {
-                    let delivery = self.node.send_wait(Some(sender), pid, record.clone()).await;
-                    if delivery == Delivery::Accepted {
-                        Metrics::bump(&self.metrics.deliveries);
-                    }
+        // Members on a Rust node get one message for all of them, sent to
+        // that node's fan-out process; members elsewhere get the record
+        // pid to pid, as the original sends it.
+        let mut batches: HashMap<Arc<str>, (Pid, Vec<Term>)> = HashMap::new();
+        let mut singles: Vec<&Pid> = Vec::new();
+        {
+            let fanouts = self.fanouts.lock();
+            for route in routes.iter().chain(extra.iter()) {
+                match route {
+                    Route::Local(_) => self.deliver(route, &event, None, None),
+                    Route::Remote(pid) => match fanouts.get(&pid.node) {
+                        Some(fanout) => batches
+                            .entry(pid.node.clone())
+                            .or_insert_with(|| (fanout.clone(), Vec::new()))
+                            .1
+                            .push(Term::from(pid.clone())),
+                        None => singles.push(pid),
+                    },
                 }
             }
+        }
+        // Toward another node the sender waits for room, as an Erlang
+        // process is suspended on a busy distribution port: a burst must
+        // slow the poster down, never drop a delivery or cost the connection.
+        for (_, (fanout, members)) in batches {
+            let count = members.len() as u64;
+            let message = tuple(vec![atom("flack_fanout"), record.clone(), list(members)]);
+            // Counted as deliveries where they are queued, on that node.
+            let _ = (
+                self.node.send_wait(Some(sender), &fanout, message).await,
+                count,
+            );
+        }
+        for pid in singles {
+            self.node.send_wait(Some(sender), pid, record.clone()).await;
         }
     }
 
@@ -511,6 +536,58 @@ impl Directory {
         }
     }
 
+    fn track_fanout(&self, name: &Term, owner: Option<eetf::Pid>) {
+        let Some([tag, node]) = crate::node::term::as_tuple(name) else {
+            return;
+        };
+        let (Some("flack_fanout"), Some(node)) = (as_atom(tag), as_atom(node)) else {
+            return;
+        };
+        let mut fanouts = self.fanouts.lock();
+        match owner {
+            Some(pid) => {
+                fanouts.insert(Arc::from(node), Pid::from(&pid));
+            }
+            None => {
+                fanouts.remove(node);
+            }
+        }
+    }
+
+    /// How many nodes' fan-out processes this node knows (its own included).
+    pub fn fanout_count(&self) -> usize {
+        self.fanouts.lock().len()
+    }
+
+    /// Queues an event received from another node for a local session.
+    pub fn deliver_to_session(&self, pid: &Pid, event: &Arc<ChatEvent>) {
+        let queue = self.routes.lock().get(pid).cloned();
+        if let Some(queue) = queue {
+            self.deliver(&Route::Local(queue), event, None, None);
+        }
+    }
+
+    /// Registers this node's fan-out process cluster-wide, so other Rust
+    /// nodes send it one message per event for all its members instead of
+    /// one per member.
+    pub async fn register_fanout(&self, fanout: &Pid) -> Result<(), DirectoryError> {
+        let name = tuple(vec![atom("flack_fanout"), atom(self.node.name())]);
+        let request = tuple(vec![
+            atom("reg"),
+            tuple(vec![atom("n"), atom("g"), name]),
+            atom("undefined"),
+            Term::from(fanout.clone()),
+            list(vec![]),
+            atom("ensure"),
+        ]);
+        match as_atom(&self.call(request).await?) {
+            Some("new" | "updated") => Ok(()),
+            _ => Err(DirectoryError::Unavailable(
+                "the leader refused the fan-out registration".into(),
+            )),
+        }
+    }
+
     fn track_counter(&self, name: &Term, owner: Option<eetf::Pid>, value: Option<i64>) {
         let Term::Tuple(parts) = name else { return };
         let [tag, Term::Binary(chat)] = parts.elements.as_slice() else {
@@ -581,6 +658,7 @@ impl RegistryObserver for Directory {
                     self.track_counter(&name, Some(owner), Some(value))
                 }
                 Change::CounterGone { name, .. } => self.track_counter(&name, None, None),
+                Change::Name { name, owner } => self.track_fanout(&name, owner),
             }
         }
     }

@@ -66,6 +66,14 @@ pub enum Change {
         /// Its value.
         value: i64,
     },
+    /// A unique name `{n,g,Name}` other than a user's is held by `owner`
+    /// (`None`: the name is gone).
+    Name {
+        /// The name.
+        name: Term,
+        /// Its holder.
+        owner: Option<eetf::Pid>,
+    },
     /// The counter `{c,g,Name}` of `owner` is gone.
     CounterGone {
         /// The counter's name.
@@ -288,6 +296,22 @@ impl GprocTable {
         })
     }
 
+    /// A unique name that is not a user's `{n,g,Pid}`.
+    fn name_change(key: &Term, owner: &Term, present: bool) -> Option<Change> {
+        let (kind, name) = global_key(key)?;
+        if kind != "n" || name == owner {
+            return None;
+        }
+        Some(Change::Name {
+            name: name.clone(),
+            owner: if present {
+                as_pid(owner).cloned()
+            } else {
+                None
+            },
+        })
+    }
+
     fn counter_change(key: &Term, owner: &Term, value: Option<&Term>) -> Option<Change> {
         let (kind, name) = global_key(key)?;
         if kind != "c" {
@@ -351,6 +375,7 @@ impl GprocTable {
                     changes.extend(Self::membership_change(&key, owner, true));
                 }
                 changes.extend(Self::counter_change(&key, owner, Some(value)));
+                changes.extend(Self::name_change(&key, owner, true));
                 changes.extend(self.user_change(owner, &key));
                 true
             }
@@ -393,6 +418,7 @@ impl GprocTable {
                 self.reverse.remove(&(owner.clone(), key.clone()));
                 changes.extend(Self::membership_change(key, owner, false));
                 changes.extend(Self::counter_change(key, owner, None));
+                changes.extend(Self::name_change(key, owner, false));
                 if kind == "n"
                     && let Some(pid) = as_pid(owner)
                     && global_key(key).is_some_and(|(_, name)| name == owner)
@@ -493,6 +519,7 @@ impl GprocTable {
             if let Some((owner, _)) = self.regs.remove(&key) {
                 changes.extend(Self::membership_change(&key.0, &owner, false));
                 changes.extend(Self::counter_change(&key.0, &owner, None));
+                changes.extend(Self::name_change(&key.0, &owner, false));
                 if let (Some(pid), Some(("n", name))) = (as_pid(&owner), global_key(&key.0))
                     && *name == owner
                 {
@@ -663,6 +690,7 @@ impl GprocTable {
                 self.regs.insert(slot, (owner.clone(), value.clone()));
                 changes.extend(Self::membership_change(key, owner, true));
                 changes.extend(Self::counter_change(key, owner, Some(value)));
+                changes.extend(Self::name_change(key, owner, true));
                 let initial = if kind == "c" {
                     list(vec![tuple(vec![atom("initial"), value.clone()])])
                 } else {

@@ -8,10 +8,12 @@
 //! - [`gproc`]: gproc's replicated global table and gproc_dist's leader logic, pure.
 //! - [`wire`]: election messages as Erlang terms.
 //! - [`gproc_dist`]: the candidate process that runs them on the node.
+//! - [`fanout`]: one message per event for all members on a Rust node.
 //! - [`records`]: the chat records members exchange, as Erlang terms.
 
 pub mod directory;
 pub mod election;
+pub mod fanout;
 pub mod gproc;
 pub mod gproc_dist;
 pub mod records;
