@@ -358,5 +358,32 @@ async fn a_rust_node_follows_then_leads_a_cluster_of_original_nodes() {
     for client in [&mut alice, &mut bob] {
         assert_eq!(next(client, "chat_message").await["message"], "still here");
     }
-    drop((alice, bob, carol, erlang_a, rust));
+    // The killed node comes back while they chat; its new user joins them.
+    let erlang_b = mixed.start_erlang(1).await;
+    wait_role(&rust, "leader", &mixed.names[2], true).await;
+    let mut dave = Client::login(erlang_b.web, "dave").await;
+    let (state, _) = dave.join("led-by-rust").await;
+    let mut names: Vec<&str> = state["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|user| user["user_name"].as_str().unwrap_or(""))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["alice", "bob"],
+        "carol's registrations were purged with her node: {state}"
+    );
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(next(client, "joined").await["user_name"], "dave");
+    }
+    bob.post("led-by-rust", "welcome back").await;
+    for client in [&mut alice, &mut bob, &mut dave] {
+        assert_eq!(
+            next(client, "chat_message").await["message"],
+            "welcome back"
+        );
+    }
+    drop((alice, bob, carol, dave, erlang_a, erlang_b, rust));
 }
