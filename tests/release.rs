@@ -259,7 +259,10 @@ async fn two_nodes_start_ping_chat_and_stop() {
     chat(addr(port1), addr(port2)).await;
     let view = flack2.flack(&["cluster"]);
     let view = String::from_utf8_lossy(&view.stdout).into_owned();
-    assert!(view.contains(&format!("leader:     flack1@{host}")), "{view}");
+    assert!(
+        view.contains(&format!("leader:     flack1@{host}")),
+        "{view}"
+    );
     assert!(view.contains("candidates: 2 up"), "{view}");
 
     flack1.stop();

@@ -1,5 +1,6 @@
-//! Who this node is: its name, its host, its cookie and its tick time, worked
-//! out the way `erl` works them out.
+//! Who this node is: its name, its host and its cookie, worked out the way
+//! `erl` works them out. (The flags themselves are read with the rest of
+//! the configuration, in [`crate::config`].)
 //!
 //! `-sname NAME` gives `NAME@SHORTHOST`, where `SHORTHOST` is the machine's
 //! host name cut at the first dot (what `inet:gethostname/0` followed by
@@ -12,7 +13,6 @@
 //! distribution is off.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Whether a node uses short (`-sname`) or long (`-name`) names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,122 +158,6 @@ fn resolv_domain(path: &Path) -> Option<String> {
     search
 }
 
-/// What `erl` flags say about distribution, from a command line or `vm.args`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DistArgs {
-    /// `-sname` or `-name`; `None` means distribution off.
-    pub name: Option<(NameKind, String)>,
-    /// `-setcookie`.
-    pub cookie: Option<String>,
-    /// `-kernel net_ticktime N` (seconds).
-    pub net_ticktime: Option<u64>,
-    /// `-hidden`.
-    pub hidden: bool,
-}
-
-impl DistArgs {
-    /// Reads the flags it knows from a list of tokens, ignoring the others
-    /// (`+K true`, `-smp`, ...). The last occurrence of a flag wins, as in erl.
-    pub fn parse<I, S>(tokens: I) -> Result<Self, IdentityError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        let tokens: Vec<String> = tokens.into_iter().map(|s| s.as_ref().to_owned()).collect();
-        let mut args = Self::default();
-        let mut i = 0;
-        let value = |i: usize, flag: &str| -> Result<String, IdentityError> {
-            tokens
-                .get(i + 1)
-                .cloned()
-                .ok_or_else(|| IdentityError::MissingValue(flag.to_owned()))
-        };
-        while i < tokens.len() {
-            match tokens[i].as_str() {
-                "-sname" => {
-                    args.name = Some((NameKind::Short, value(i, "-sname")?));
-                    i += 1;
-                }
-                "-name" => {
-                    args.name = Some((NameKind::Long, value(i, "-name")?));
-                    i += 1;
-                }
-                "-setcookie" => {
-                    args.cookie = Some(value(i, "-setcookie")?);
-                    i += 1;
-                }
-                "-hidden" => args.hidden = true,
-                "-kernel" if tokens.get(i + 1).map(String::as_str) == Some("net_ticktime") => {
-                    let v = value(i + 1, "-kernel net_ticktime")?;
-                    let secs = v.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
-                        IdentityError::BadValue {
-                            flag: "-kernel net_ticktime".into(),
-                            value: v.clone(),
-                        }
-                    })?;
-                    args.net_ticktime = Some(secs);
-                    i += 2;
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-        Ok(args)
-    }
-
-    /// Reads a release's `vm.args`: whitespace-separated tokens, `#` comments.
-    pub fn from_vm_args(text: &str) -> Result<Self, IdentityError> {
-        let tokens: Vec<&str> = text
-            .lines()
-            .map(|line| line.split('#').next().unwrap_or(""))
-            .flat_map(str::split_whitespace)
-            .collect();
-        Self::parse(tokens)
-    }
-
-    /// Overlays `other` (e.g. the command line) on `self` (e.g. `vm.args`).
-    pub fn overlay(mut self, other: DistArgs) -> Self {
-        if other.name.is_some() {
-            self.name = other.name;
-        }
-        if other.cookie.is_some() {
-            self.cookie = other.cookie;
-        }
-        if other.net_ticktime.is_some() {
-            self.net_ticktime = other.net_ticktime;
-        }
-        self.hidden |= other.hidden;
-        self
-    }
-
-    /// The node name these flags ask for, if any.
-    pub fn node_name(&self) -> Result<Option<NodeName>, IdentityError> {
-        match &self.name {
-            None => Ok(None),
-            Some((NameKind::Short, spec)) => NodeName::short(spec).map(Some),
-            Some((NameKind::Long, spec)) => NodeName::long(spec).map(Some),
-        }
-    }
-
-    /// The cookie: `-setcookie`, else `~/.erlang.cookie` (created if missing).
-    pub fn resolve_cookie(&self) -> Result<String, IdentityError> {
-        match &self.cookie {
-            Some(c) => Ok(c.clone()),
-            None => {
-                let home = std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("/"));
-                cookie_from_file(&home.join(".erlang.cookie"))
-            }
-        }
-    }
-
-    /// `net_ticktime`, 60 s unless set.
-    pub fn ticktime(&self) -> Duration {
-        Duration::from_secs(self.net_ticktime.unwrap_or(60))
-    }
-}
-
 /// Reads a cookie file as `auth.erl` does (first line, trailing whitespace
 /// dropped), creating it with twenty random uppercase letters and mode 0400
 /// when it does not exist.
@@ -324,27 +208,6 @@ mod tests {
         assert!(NodeName::short("a@b.c").is_err());
         assert!(NodeName::short("@x").is_err());
         assert_eq!(NodeName::long("a@b.c").expect("valid").full(), "a@b.c");
-    }
-
-    #[test]
-    fn reads_vm_args_and_command_line() {
-        let vm = "## comment\n-sname flack1\n-setcookie flack_cookie # trailing\n+K true\n-kernel net_ticktime 20\n";
-        let args = DistArgs::from_vm_args(vm).expect("parses");
-        assert_eq!(args.name, Some((NameKind::Short, "flack1".into())));
-        assert_eq!(args.cookie.as_deref(), Some("flack_cookie"));
-        assert_eq!(args.ticktime(), Duration::from_secs(20));
-        let cli = DistArgs::parse(["-name", "x@h.d", "-hidden"]).expect("parses");
-        let both = args.overlay(cli);
-        assert_eq!(both.name, Some((NameKind::Long, "x@h.d".into())));
-        assert!(both.hidden);
-        assert!(DistArgs::parse(["-setcookie"]).is_err());
-        assert_eq!(
-            DistArgs::parse(Vec::<String>::new())
-                .expect("empty")
-                .node_name()
-                .expect("ok"),
-            None
-        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ use eetf::Term;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
-pub use identity::{DistArgs, NodeName};
+pub use identity::NodeName;
 pub use mailbox::{Mailbox, Received, TermMailbox};
 pub use monitors::Watched;
 pub use pid::Pid;
@@ -113,19 +113,6 @@ impl NodeConfig {
             cookie: cookie.to_owned(),
             ..Self::local()
         }
-    }
-
-    /// From `erl`-style flags (`vm.args` and/or the command line).
-    pub fn from_args(args: &DistArgs) -> Result<Self, identity::IdentityError> {
-        let Some(name) = args.node_name()? else {
-            return Ok(Self::local());
-        };
-        let cookie = args.resolve_cookie()?;
-        Ok(Self {
-            hidden: args.hidden,
-            net_ticktime: args.ticktime(),
-            ..Self::named(name, &cookie)
-        })
     }
 }
 
