@@ -397,3 +397,50 @@ async fn simultaneous_joiners_on_three_nodes_learn_every_member_exactly_once() {
         cluster.stop(index).await;
     }
 }
+
+/// A chat that empties leaves nothing behind in the global registry: not
+/// its members, and not its sequence counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_chat_leaves_no_registration_behind() {
+    let mut cluster = Cluster::start(2).await;
+    cluster.settled().await;
+    let size = |cluster: &Cluster| {
+        cluster
+            .node(0)
+            .cluster_status()
+            .map(|status| status.registry_size)
+    };
+    // Wait for the fan-out names, then take the baseline.
+    for _ in 0..100 {
+        if cluster.node(0).fanout_count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let baseline = size(&cluster);
+    let mut ann = Client::login(cluster.node(0).local_addr, "ann").await;
+    let mut ben = Client::login(cluster.node(1).local_addr, "ben").await;
+    ann.join("passing").await;
+    ben.join("passing").await;
+    ann.post("passing", "hello").await;
+    next(&mut ben, "chat_message").await;
+    for client in [&mut ann, &mut ben] {
+        client
+            .send(serde_json::json!({"record": "client_goodbye"}))
+            .await;
+        next(client, "server_goodbye").await;
+    }
+    drop((ann, ben));
+    let mut now = size(&cluster);
+    for _ in 0..100 {
+        if now == baseline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        now = size(&cluster);
+    }
+    assert_eq!(now, baseline, "registrations left behind");
+    for index in 0..2 {
+        cluster.stop(index).await;
+    }
+}

@@ -286,6 +286,7 @@ impl Directory {
             self.announce_cluster(chat, pid, kind, None).await;
             let request = tuple(vec![atom("unreg"), chat_key(chat), Term::from(pid.clone())]);
             self.call(request).await?;
+            self.release_sequence_if_empty(chat).await;
             return Ok(());
         }
         let mut registry = self.registry.lock();
@@ -588,6 +589,27 @@ impl Directory {
         }
     }
 
+    /// The last member left a chat: its sequence counter goes too, so the
+    /// global registry does not keep one counter for every chat ever used.
+    /// A chat that fills again starts a new stream of sequence numbers.
+    async fn release_sequence_if_empty(&self, chat: &str) {
+        let empty = self
+            .registry
+            .lock()
+            .chat(chat)
+            .is_none_or(|entry| entry.members().is_empty());
+        let owner = self
+            .counters
+            .lock()
+            .get(chat)
+            .and_then(|counter| counter.owner.clone());
+        if let (true, Some(owner)) = (empty, owner) {
+            let request = tuple(vec![atom("unreg"), sequence_key(chat), Term::Pid(owner)]);
+            // badarg (already gone, or someone re-registered) is fine.
+            let _ = self.call(request).await;
+        }
+    }
+
     fn track_counter(&self, name: &Term, owner: Option<eetf::Pid>, value: Option<i64>) {
         let Term::Tuple(parts) = name else { return };
         let [tag, Term::Binary(chat)] = parts.elements.as_slice() else {
@@ -599,7 +621,18 @@ impl Directory {
         let Ok(chat) = std::str::from_utf8(&chat.bytes) else {
             return;
         };
+        let chat_empty = self
+            .registry
+            .lock()
+            .chat(chat)
+            .is_none_or(|entry| entry.members().is_empty());
         let mut counters = self.counters.lock();
+        if owner.is_none() && chat_empty {
+            // Gone with its chat: forget it, so this map stays as small as
+            // the set of chats in use.
+            counters.remove(chat);
+            return;
+        }
         let counter = counters.entry(Arc::from(chat)).or_default();
         if let Some(value) = value.and_then(|value| u64::try_from(value).ok()) {
             counter.last = counter.last.max(value);
