@@ -131,20 +131,8 @@ impl Mixed {
         }
         let start = "[{ok, _} = application:ensure_all_started(A, permanent) || \
                      A <- [gen_leader, gproc, jiffy, ranch, cowlib, cowboy, flack, sasl]], ok.";
-        let child = command
-            .args(["-eval", start])
-            .current_dir(&node_dir)
-            .env("ERL_EPMD_PORT", self.epmd.port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("erl starts");
-        let node = NodeProcess {
-            child,
-            web: format!("127.0.0.1:{port}").parse().expect("address"),
-        };
-        wait_listening(node.web).await;
-        node
+        command.args(["-eval", start]).current_dir(&node_dir);
+        self.launch(command, port).await
     }
 
     /// Starts the Rust node as its release would: vm.args words and a
@@ -154,18 +142,26 @@ impl Mixed {
         std::fs::create_dir_all(&node_dir).expect("node dir");
         let port = free_port();
         let config = self.sys_config(&node_dir, port);
-        let child = Command::new(env!("CARGO_BIN_EXE_flack"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flack"));
+        command
             .args(["foreground", "--bind", "127.0.0.1"])
             .args(["-sname", &self.names[2], "-setcookie", COOKIE])
             .arg("--config")
             .arg(&config)
             .arg("--data-dir")
-            .arg(&node_dir)
+            .arg(&node_dir);
+        self.launch(command, port).await
+    }
+
+    /// Runs a node process against this test's EPMD and waits until its
+    /// web port answers.
+    async fn launch(&self, mut command: Command, port: u16) -> NodeProcess {
+        let child = command
             .env("ERL_EPMD_PORT", self.epmd.port.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("flack starts");
+            .expect("the node starts");
         let node = NodeProcess {
             child,
             web: format!("127.0.0.1:{port}").parse().expect("address"),
