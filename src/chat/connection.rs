@@ -295,6 +295,12 @@ impl Connection {
             Step::Post { chat, message } => {
                 if let Some(identity) = self.session.identity() {
                     let user_id = identity.user_id.clone();
+                    if directory.cluster().is_none() {
+                        // A single node queues the event for every member
+                        // at once; nothing to wait for.
+                        directory.post(&chat, &self.pid, &user_id, message).await;
+                        return None;
+                    }
                     let pid = self.pid.clone();
                     self.posting = Some(Box::pin(async move {
                         directory.post(&chat, &pid, &user_id, message).await;
