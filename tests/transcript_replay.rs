@@ -1,5 +1,5 @@
 //! Test vectors from real traffic: the reference transcripts captured from a
-//! cluster of original Erlang flack nodes (`shared/transcripts/`, format in
+//! cluster of original Erlang flack nodes (`tests/data/transcripts/`, format in
 //! its README) replayed against our pure gen_leader election
 //! ([`Election`]) and gproc table ([`GprocTable`]).
 //!

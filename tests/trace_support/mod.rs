@@ -1,4 +1,4 @@
-//! Reading the reference wire transcripts of `shared/transcripts/`: the
+//! Reading the reference wire transcripts of `tests/data/transcripts/`: the
 //! message traces captured from a cluster of original Erlang flack nodes.
 //!
 //! A trace file is a sequence of events, each a header line, the message as
@@ -42,15 +42,16 @@ pub const CREATION: u32 = 1;
 /// resolved.
 const UNRESOLVED: &str = "unresolved-node-index#";
 
-/// The directory of the transcripts, `CARGO_MANIFEST_DIR/../shared/transcripts`.
+/// The directory of the transcripts, `tests/data/transcripts` of the
+/// checkout (a copy of the project's reference captures, kept with the tests).
 /// Panics with a clear message when it is missing: these tests must not pass
 /// by having nothing to read.
 pub fn transcripts_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/transcripts");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/transcripts");
     assert!(
         dir.join("README.md").is_file(),
-        "the reference transcripts are missing: expected {} (a copy of shared/ beside the \
-         checkout, as CI provides). The transcript replay cannot run without them.",
+        "the reference transcripts are missing: expected {} (they are part of the \
+         repository; restore them from git). The transcript replay cannot run without them.",
         dir.display()
     );
     dir
@@ -715,7 +716,7 @@ impl TraceFile {
     }
 }
 
-/// Loads and resolves `shared/transcripts/<name>`.
+/// Loads and resolves `tests/data/transcripts/<name>`.
 pub fn load(name: &str) -> TraceFile {
     let path = transcripts_dir().join(name);
     let text = std::fs::read_to_string(&path)
