@@ -74,9 +74,31 @@ impl Client {
         }
     }
 
+    /// Connects without saying hello, over a socket whose kernel receive
+    /// buffer is set to `bytes` before the connection is made (so the TCP
+    /// window is small whatever the machine's `tcp_rmem` says): a client
+    /// that stops reading then backs up into the server after a few frames.
+    pub async fn connect_with_receive_buffer(addr: SocketAddr, bytes: u32) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("TCP connects");
+        let url = format!("ws://{addr}/chat-server");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket connects");
+        Self {
+            ws,
+            user_id: String::new(),
+        }
+    }
+
     /// Connects, says hello and authenticates as `name`.
     pub async fn login(addr: SocketAddr, name: &str) -> Self {
-        let mut client = Self::connect(addr).await;
+        Self::authenticate(Self::connect(addr).await, name).await
+    }
+
+    /// Says hello and authenticates as `name` on a connected client.
+    pub async fn authenticate(mut client: Self, name: &str) -> Self {
         client.hello().await;
         client
             .send(json!({"record": "authenticate", "user_name": name}))
