@@ -16,25 +16,33 @@
 //!   calls, exactly the ones the original's `chat_stream` makes, and the
 //!   registry is the replicated one; the gproc_dist process feeds every
 //!   change into the delivery index before the reply that makes it visible.
-//!   Events reach members on other nodes as the original's records, pid to
-//!   pid. Sequence numbers come from a gproc counter per chat
-//!   (`{c,g,{flack_seq, Chat}}`), which the leader (Erlang or Rust) increments
-//!   atomically: one leader call per event.
+//!   Events reach members on Erlang nodes as the original's records, pid to
+//!   pid, and each other Rust node as one message per batch for all its
+//!   members. Sequence numbers come from a gproc counter per chat
+//!   (`{c,g,{flack_seq, Chat}}`), which the leader (Erlang or Rust)
+//!   increments atomically: the events this node queues for a chat while its
+//!   previous request is in flight are numbered together by one
+//!   `update_counter` (see [`super::sequencer`]).
 //!
 //! Delivery never waits: a local member whose queue is full is flagged and
 //! closed by its own session (see [`crate::chat::mailbox`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use eetf::Term;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
+use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::gproc::Change;
 use super::gproc_dist::{GprocDist, RegistryObserver};
 use super::records;
 use super::registry::{Chat, Registered, Registry, RegistryError, UserAttrs};
+use super::sequencer::{Sink, Streams};
 use crate::chat::event::{ChatEvent, EventKind};
 use crate::chat::mailbox::MailboxSender;
 use crate::chat::protocol::{ChatUser, timestamp_now};
@@ -69,6 +77,48 @@ struct Counter {
     last: u64,
 }
 
+/// Events one chat's stream may hold on this node; also the largest batch
+/// numbered by one leader call.
+const STREAM_CAPACITY: usize = 128;
+
+/// How long a chat's stream waits for events before it retires.
+const STREAM_IDLE: Duration = Duration::from_secs(5);
+
+/// The version of the fan-out protocol this node speaks, registered as the
+/// value of its `{n,g,{flack_fanout, Node}}`. Version 2 takes
+/// `{flack_fanout, [Record]}`, a chat's events for all of the receiving
+/// node's members; nodes that registered no version take only
+/// `{flack_fanout, Record, [Pid]}`.
+pub const FANOUT_VERSION: i32 = 2;
+
+/// Another Rust node's fan-out process.
+#[derive(Debug, Clone)]
+struct Fanout {
+    pid: Pid,
+    /// Whether it takes a chat's events without a member list (version 2).
+    by_chat: bool,
+}
+
+/// Who hears an event.
+#[derive(Debug)]
+enum Audience {
+    /// Every member in the cluster, and `extra` (a leaver's own route).
+    Everyone { extra: Option<Route> },
+    /// This node's members only: every node tells its own members that a
+    /// member on a dead node left.
+    Local,
+}
+
+/// An event waiting in its chat's stream for its sequence number.
+#[derive(Debug)]
+pub struct Pending {
+    sender: Pid,
+    kind: EventKind,
+    audience: Audience,
+    /// Told once the event has been sent.
+    done: Option<oneshot::Sender<()>>,
+}
+
 /// The shared chat directory of this node.
 pub struct Directory {
     /// This directory, for tasks it starts itself.
@@ -82,7 +132,14 @@ pub struct Directory {
     counters: Mutex<HashMap<Arc<str>, Counter>>,
     /// The fan-out process of every Rust node in the cluster, by node
     /// (`{n,g,{flack_fanout, Node}}` in the registry).
-    fanouts: Mutex<HashMap<Arc<str>, Pid>>,
+    fanouts: Mutex<HashMap<Arc<str>, Fanout>>,
+    /// Cluster: each chat's stream of events from this node.
+    streams: Arc<Streams<Pending>>,
+    /// Cluster: local sessions whose join is at the leader, by chat. Events
+    /// that reach this node meanwhile are theirs too: the registration may
+    /// precede the event at the leader even though its reply has not
+    /// arrived here yet.
+    joining: Mutex<HashMap<Arc<str>, Vec<Pid>>>,
 }
 
 fn sequence_name(chat: &str) -> Term {
@@ -110,6 +167,8 @@ impl Directory {
             routes: Mutex::new(HashMap::new()),
             counters: Mutex::new(HashMap::new()),
             fanouts: Mutex::new(HashMap::new()),
+            streams: Streams::new(STREAM_CAPACITY, STREAM_IDLE),
+            joining: Mutex::new(HashMap::new()),
         })
     }
 
@@ -193,7 +252,11 @@ impl Directory {
             list(vec![]),
             atom("reg"),
         ]);
-        if as_atom(&self.call(request).await?) != Some("true") {
+        let registered = {
+            let _joining = JoiningGuard::new(self, chat, pid);
+            self.call(request).await?
+        };
+        if as_atom(&registered) != Some("true") {
             return Err(RegistryError::AlreadyMember {
                 chat: Arc::from(chat),
                 pid: pid.clone(),
@@ -228,7 +291,9 @@ impl Directory {
                 user_name: attrs.user_name.to_string(),
                 user_id: attrs.user_id.to_string(),
             };
-            self.announce_cluster(chat, pid, kind, None).await;
+            let audience = Audience::Everyone { extra: None };
+            self.announce_cluster(chat, pid, kind, audience, false)
+                .await;
         }
         Ok(before)
     }
@@ -267,7 +332,9 @@ impl Directory {
             message,
         };
         if self.cluster.get().is_some() {
-            self.announce_cluster(chat, pid, kind, None).await;
+            let audience = Audience::Everyone { extra: None };
+            self.announce_cluster(chat, pid, kind, audience, false)
+                .await;
             return;
         }
         let mut registry = self.registry.lock();
@@ -283,7 +350,11 @@ impl Directory {
             user_id: user_id.to_owned(),
         };
         if self.cluster.get().is_some() {
-            self.announce_cluster(chat, pid, kind, None).await;
+            // Wait until the `left` (and everything this node queued before
+            // it) is out: until then the leaver is still a member and gets
+            // its own earlier messages.
+            let audience = Audience::Everyone { extra: None };
+            self.announce_cluster(chat, pid, kind, audience, true).await;
             let request = tuple(vec![atom("unreg"), chat_key(chat), Term::from(pid.clone())]);
             self.call(request).await?;
             self.release_sequence_if_empty(chat).await;
@@ -365,72 +436,157 @@ impl Directory {
         }
     }
 
-    /// Cluster: takes the chat's next sequence number from the leader, then
-    /// sends the event to every member of the replicated registry.
+    /// Cluster: queues the event on its chat's stream, which numbers it and
+    /// sends it to its audience (see [`Directory::emit`]); with `wait`,
+    /// returns once it has been sent.
     async fn announce_cluster(
         &self,
         chat: &str,
         sender: &Pid,
         kind: EventKind,
-        extra: Option<Route>,
+        audience: Audience,
+        wait: bool,
     ) {
-        let sequence = self.next_sequence(chat).await;
-        let event = Arc::new(ChatEvent::new(
-            Arc::from(chat),
-            kind,
-            timestamp_now(),
-            sequence,
-        ));
-        // The record is built once; every remote member gets the same term.
-        let record = records::encode(&event);
-        let routes: Vec<Route> = {
-            let registry = self.registry.lock();
-            registry
-                .chat(chat)
-                .map(|entry| {
-                    entry
-                        .members()
-                        .iter()
-                        .map(|member| member.route.clone())
-                        .collect()
-                })
-                .unwrap_or_default()
+        let Some(this) = self.this.upgrade() else {
+            return;
         };
-        // Members on a Rust node get one message for all of them, sent to
-        // that node's fan-out process; members elsewhere get the record
-        // pid to pid, as the original sends it.
-        let mut batches: HashMap<Arc<str>, (Pid, Vec<Term>)> = HashMap::new();
-        let mut singles: Vec<&Pid> = Vec::new();
-        {
-            let fanouts = self.fanouts.lock();
-            for route in routes.iter().chain(extra.iter()) {
-                match route {
-                    Route::Local(_) => self.deliver(route, &event, None, None),
-                    Route::Remote(pid) => match fanouts.get(&pid.node) {
-                        Some(fanout) => batches
-                            .entry(pid.node.clone())
-                            .or_insert_with(|| (fanout.clone(), Vec::new()))
-                            .1
-                            .push(Term::from(pid.clone())),
-                        None => singles.push(pid),
-                    },
+        let (done, sent) = if wait {
+            let (done, sent) = oneshot::channel();
+            (Some(done), Some(sent))
+        } else {
+            (None, None)
+        };
+        let pending = Pending {
+            sender: sender.clone(),
+            kind,
+            audience,
+            done,
+        };
+        self.streams.submit(&this, &Arc::from(chat), pending).await;
+        if let Some(sent) = sent {
+            let _ = sent.await;
+        }
+    }
+
+    /// This node's sessions that hear a chat's events: its local members in
+    /// the replicated registry, and local sessions whose join is at the
+    /// leader.
+    fn local_routes(&self, chat: &str) -> Vec<MailboxSender> {
+        let mut routes: Vec<MailboxSender> = self
+            .registry
+            .lock()
+            .chat(chat)
+            .map(|entry| {
+                entry
+                    .members()
+                    .iter()
+                    .filter_map(|member| match &member.route {
+                        Route::Local(queue) => Some(queue.clone()),
+                        Route::Remote(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let joining = self.joining.lock();
+        if let Some(pids) = joining.get(chat) {
+            let registry = self.registry.lock();
+            let members = registry.chat(chat);
+            let session_routes = self.routes.lock();
+            for pid in pids {
+                let listed = members
+                    .is_some_and(|entry| entry.members().iter().any(|member| &member.pid == pid));
+                if !listed && let Some(queue) = session_routes.get(pid) {
+                    routes.push(queue.clone());
                 }
             }
         }
-        // Toward another node the sender waits for room, as an Erlang
-        // process is suspended on a busy distribution port: a burst must
-        // slow the poster down, never drop a delivery or cost the connection.
-        for (_, (fanout, members)) in batches {
-            let count = members.len() as u64;
-            let message = tuple(vec![atom("flack_fanout"), record.clone(), list(members)]);
-            // Counted as deliveries where they are queued, on that node.
-            let _ = (
-                self.node.send_wait(Some(sender), &fanout, message).await,
-                count,
-            );
+        routes
+    }
+
+    /// Sends a numbered batch of one chat's events: to this node's members
+    /// directly, to each other Rust node as one message for the whole batch
+    /// (version 2 fan-out), and pid to pid to members on Erlang nodes.
+    async fn emit(&self, chat: &Arc<str>, first: u64, batch: &mut Vec<Pending>) {
+        // Per node, in sequence order: the batch's records for its fan-out.
+        // (fan-out, records, offset of the last event added).
+        let mut by_node: HashMap<Arc<str>, (Pid, Vec<Term>, usize)> = HashMap::new();
+        let mut sender = None;
+        let mut dones = Vec::new();
+        for (offset, pending) in batch.drain(..).enumerate() {
+            let event = Arc::new(ChatEvent::new(
+                chat.clone(),
+                pending.kind,
+                timestamp_now(),
+                first + offset as u64,
+            ));
+            for queue in self.local_routes(chat) {
+                self.deliver(&Route::Local(queue), &event, None, None);
+            }
+            dones.extend(pending.done);
+            let Audience::Everyone { extra } = pending.audience else {
+                continue;
+            };
+            if let Some(route) = &extra {
+                self.deliver(route, &event, None, None);
+            }
+            let record = records::encode(&event);
+            // Members on nodes without a version 2 fan-out: listed per event.
+            let mut listed: HashMap<Arc<str>, (Pid, Vec<Term>)> = HashMap::new();
+            let mut singles: Vec<Pid> = Vec::new();
+            {
+                let registry = self.registry.lock();
+                let fanouts = self.fanouts.lock();
+                let members = registry
+                    .chat(chat)
+                    .map(|entry| entry.members())
+                    .unwrap_or_default();
+                for member in members {
+                    let Route::Remote(pid) = &member.route else {
+                        continue;
+                    };
+                    match fanouts.get(&pid.node) {
+                        Some(fanout) if fanout.by_chat => {
+                            let (_, records, last) = by_node
+                                .entry(pid.node.clone())
+                                .or_insert_with(|| (fanout.pid.clone(), Vec::new(), usize::MAX));
+                            // Once per event, however many members it has there.
+                            if *last != offset {
+                                records.push(record.clone());
+                                *last = offset;
+                            }
+                        }
+                        Some(fanout) => listed
+                            .entry(pid.node.clone())
+                            .or_insert_with(|| (fanout.pid.clone(), Vec::new()))
+                            .1
+                            .push(Term::from(pid.clone())),
+                        None => singles.push(pid.clone()),
+                    }
+                }
+            }
+            // Toward another node the sender waits for room, as an Erlang
+            // process is suspended on a busy distribution port: a burst
+            // must slow the chat down, never drop a delivery or cost the
+            // connection.
+            for (_, (fanout, members)) in listed {
+                let message = tuple(vec![atom("flack_fanout"), record.clone(), list(members)]);
+                self.node
+                    .send_wait(Some(&pending.sender), &fanout, message)
+                    .await;
+            }
+            for pid in singles {
+                self.node
+                    .send_wait(Some(&pending.sender), &pid, record.clone())
+                    .await;
+            }
+            sender.get_or_insert(pending.sender);
         }
-        for pid in singles {
-            self.node.send_wait(Some(sender), pid, record.clone()).await;
+        for (_, (fanout, records, _)) in by_node {
+            let message = tuple(vec![atom("flack_fanout"), list(records)]);
+            self.node.send_wait(sender.as_ref(), &fanout, message).await;
+        }
+        for done in dones {
+            let _ = done.send(());
         }
     }
 
@@ -456,19 +612,24 @@ impl Directory {
         }
     }
 
-    /// The chat's next sequence number: the gproc counter
-    /// `{c,g,{flack_seq, Chat}}`, incremented by the leader. The counter is
-    /// registered by the first node that needs it (owned by its gproc_dist
-    /// process); if its owner's node goes away, the next event registers it
-    /// again from the last value this node saw, so numbers keep increasing.
-    async fn next_sequence(&self, chat: &str) -> u64 {
+    /// Reserves `count` consecutive sequence numbers of `chat` and returns
+    /// the last: the gproc counter `{c,g,{flack_seq, Chat}}`, incremented
+    /// by `count` at the leader. The counter is registered by the first node
+    /// that needs it (owned by its gproc_dist process); if its owner's node
+    /// goes away, the next batch registers it again from the last value this
+    /// node saw, so numbers keep increasing.
+    async fn reserve_sequences(&self, chat: &str, count: u64) -> u64 {
+        let count = count.max(1);
         for _ in 0..3 {
             let counter = self.counters.lock().get(chat).cloned().unwrap_or_default();
             if let Some(owner) = &counter.owner {
+                let Ok(increment) = i32::try_from(count) else {
+                    break;
+                };
                 let request = tuple(vec![
                     atom("update_counter"),
                     sequence_key(chat),
-                    Term::from(eetf::FixInteger::from(1)),
+                    Term::from(eetf::FixInteger::from(increment)),
                     Term::Pid(owner.clone()),
                 ]);
                 if let Ok(Term::FixInteger(value)) = self.call(request).await
@@ -480,14 +641,14 @@ impl Directory {
             let Some(cluster) = self.cluster.get() else {
                 break;
             };
-            let start = counter.last + 1;
-            let Ok(start_term) = i32::try_from(start) else {
+            let last = counter.last + count;
+            let Ok(last_term) = i32::try_from(last) else {
                 break;
             };
             let request = tuple(vec![
                 atom("reg"),
                 sequence_key(chat),
-                Term::from(eetf::FixInteger::from(start_term)),
+                Term::from(eetf::FixInteger::from(last_term)),
                 Term::from(cluster.pid().clone()),
                 list(vec![]),
                 atom("reg"),
@@ -495,15 +656,15 @@ impl Directory {
             if let Ok(reply) = self.call(request).await
                 && as_atom(&reply) == Some("true")
             {
-                return start;
+                return last;
             }
         }
-        // No answer from the cluster: carry on with a local number rather
-        // than hold the message back.
+        // No answer from the cluster: carry on with local numbers rather
+        // than hold the messages back.
         let mut counters = self.counters.lock();
         let counter = counters.entry(Arc::from(chat)).or_default();
-        counter.last += 1;
-        warn!(%chat, sequence = counter.last, "no sequence from the cluster; using a local one");
+        counter.last += count;
+        warn!(%chat, sequence = counter.last, "no sequence from the cluster; using local ones");
         counter.last
     }
 
@@ -537,7 +698,7 @@ impl Directory {
         }
     }
 
-    fn track_fanout(&self, name: &Term, owner: Option<eetf::Pid>) {
+    fn track_fanout(&self, name: &Term, owner: Option<eetf::Pid>, value: Option<&Term>) {
         let Some([tag, node]) = crate::node::term::as_tuple(name) else {
             return;
         };
@@ -547,7 +708,12 @@ impl Directory {
         let mut fanouts = self.fanouts.lock();
         match owner {
             Some(pid) => {
-                fanouts.insert(Arc::from(node), Pid::from(&pid));
+                let by_chat = matches!(value, Some(Term::FixInteger(version)) if version.value >= FANOUT_VERSION);
+                let fanout = Fanout {
+                    pid: Pid::from(&pid),
+                    by_chat,
+                };
+                fanouts.insert(Arc::from(node), fanout);
             }
             None => {
                 fanouts.remove(node);
@@ -568,6 +734,14 @@ impl Directory {
         }
     }
 
+    /// Queues an event another node sent for all of this node's members of
+    /// its chat (version 2 fan-out).
+    pub fn deliver_to_chat(&self, event: &Arc<ChatEvent>) {
+        for queue in self.local_routes(&event.chat) {
+            self.deliver(&Route::Local(queue), event, None, None);
+        }
+    }
+
     /// Registers this node's fan-out process cluster-wide, so other Rust
     /// nodes send it one message per event for all its members instead of
     /// one per member.
@@ -576,7 +750,7 @@ impl Directory {
         let request = tuple(vec![
             atom("reg"),
             tuple(vec![atom("n"), atom("g"), name]),
-            atom("undefined"),
+            Term::from(eetf::FixInteger::from(FANOUT_VERSION)),
             Term::from(fanout.clone()),
             list(vec![]),
             atom("ensure"),
@@ -691,7 +865,9 @@ impl RegistryObserver for Directory {
                     self.track_counter(&name, Some(owner), Some(value))
                 }
                 Change::CounterGone { name, .. } => self.track_counter(&name, None, None),
-                Change::Name { name, owner } => self.track_fanout(&name, owner),
+                Change::Name { name, owner, value } => {
+                    self.track_fanout(&name, owner, value.as_ref())
+                }
             }
         }
     }
@@ -713,46 +889,73 @@ impl Directory {
         let Some(this) = self.this.upgrade() else {
             return;
         };
-        // The sequence number is a leader call, which must not be awaited on
-        // the gproc_dist task that is telling us about the change.
+        // Numbering is a leader call, which must not be awaited on the
+        // gproc_dist task that is telling us about the change.
+        let sender = pid.clone();
         tokio::spawn(async move {
             for chat in chats {
-                let has_local_members = this.registry.lock().chat(&chat).is_some_and(|entry| {
-                    entry
-                        .members()
-                        .iter()
-                        .any(|member| matches!(member.route, Route::Local(_)))
-                });
-                if !has_local_members {
+                if this.local_routes(&chat).is_empty() {
                     continue;
                 }
-                let sequence = this.next_sequence(&chat).await;
-                let event = Arc::new(ChatEvent::new(
-                    chat.clone(),
-                    EventKind::Left {
-                        user_id: attrs.user_id.to_string(),
-                    },
-                    timestamp_now(),
-                    sequence,
-                ));
-                let locals: Vec<Route> = this
-                    .registry
-                    .lock()
-                    .chat(&chat)
-                    .map(|entry| {
-                        entry
-                            .members()
-                            .iter()
-                            .filter(|member| matches!(member.route, Route::Local(_)))
-                            .map(|member| member.route.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for route in locals {
-                    this.deliver(&route, &event, None, None);
-                }
+                let kind = EventKind::Left {
+                    user_id: attrs.user_id.to_string(),
+                };
+                this.announce_cluster(&chat, &sender, kind, Audience::Local, false)
+                    .await;
             }
         });
+    }
+}
+
+impl Sink<Pending> for Directory {
+    fn reserve<'a>(&'a self, chat: &'a Arc<str>, count: u64) -> BoxFuture<'a, u64> {
+        self.reserve_sequences(chat, count).boxed()
+    }
+
+    fn emit<'a>(
+        &'a self,
+        chat: &'a Arc<str>,
+        first: u64,
+        batch: &'a mut Vec<Pending>,
+    ) -> BoxFuture<'a, ()> {
+        Directory::emit(self, chat, first, batch).boxed()
+    }
+}
+
+/// Marks a local session's join as in flight at the leader for as long as
+/// it lives (see [`Directory::local_routes`]).
+struct JoiningGuard<'a> {
+    directory: &'a Directory,
+    chat: Arc<str>,
+    pid: Pid,
+}
+
+impl<'a> JoiningGuard<'a> {
+    fn new(directory: &'a Directory, chat: &str, pid: &Pid) -> Self {
+        let chat: Arc<str> = Arc::from(chat);
+        directory
+            .joining
+            .lock()
+            .entry(chat.clone())
+            .or_default()
+            .push(pid.clone());
+        Self {
+            directory,
+            chat,
+            pid: pid.clone(),
+        }
+    }
+}
+
+impl Drop for JoiningGuard<'_> {
+    fn drop(&mut self) {
+        let mut joining = self.directory.joining.lock();
+        if let Some(pids) = joining.get_mut(&self.chat) {
+            pids.retain(|pid| pid != &self.pid);
+            if pids.is_empty() {
+                joining.remove(&self.chat);
+            }
+        }
     }
 }
 

@@ -3,10 +3,20 @@
 //!
 //! The original sends a record to every member pid, so a room of a thousand
 //! members costs a thousand distribution messages per event. Between Rust
-//! nodes, the sender instead sends `{flack_fanout, Record, [Pid, ...]}` once
-//! to this process (registered locally as `flack_fanout` and globally as
-//! `{n,g,{flack_fanout, Node}}`, which is how senders find it); it decodes
-//! the record once and queues the same event for each listed local session.
+//! nodes, the sender instead sends one message to this process (registered
+//! locally as `flack_fanout` and globally as `{n,g,{flack_fanout, Node}}`,
+//! whose value is the fan-out version; that is how senders find it and know
+//! what it takes):
+//!
+//! - version 2, `{flack_fanout, [Record, ...]}`: a batch of one chat's
+//!   events, in sequence order, for every member of that chat on this node
+//!   (and every local session whose join is at the leader). The sender
+//!   neither encodes nor lists the members, and this node resolves them
+//!   from its own replica of the registry.
+//! - version 1, `{flack_fanout, Record, [Pid, ...]}`: one event for the
+//!   listed sessions, as nodes without a version send it.
+//!
+//! Each record is decoded once and the same event queued for every session.
 //! Erlang members still get their records pid to pid.
 
 use std::sync::Arc;
@@ -58,20 +68,32 @@ pub fn start(
             let Some(Received::Message(_, message)) = received else {
                 return;
             };
-            let Some([tag, record, members]) = as_tuple(&message) else {
-                continue;
-            };
-            if as_atom(tag) != Some(NAME) {
-                continue;
-            }
-            let (Ok(event), Some(members)) = (records.decode(record), as_list(members)) else {
-                debug!(%message, "fan-out ignored a malformed batch");
-                continue;
-            };
-            for member in members {
-                if let eetf::Term::Pid(member) = member {
-                    directory.deliver_to_session(&Pid::from(member), &event);
+            match as_tuple(&message) {
+                Some([tag, batch]) if as_atom(tag) == Some(NAME) => {
+                    let Some(batch) = as_list(batch) else {
+                        debug!(%message, "fan-out ignored a malformed batch");
+                        continue;
+                    };
+                    for record in batch {
+                        match records.decode(record) {
+                            Ok(event) => directory.deliver_to_chat(&event),
+                            Err(error) => debug!(%error, "fan-out ignored a malformed record"),
+                        }
+                    }
                 }
+                Some([tag, record, members]) if as_atom(tag) == Some(NAME) => {
+                    let (Ok(event), Some(members)) = (records.decode(record), as_list(members))
+                    else {
+                        debug!(%message, "fan-out ignored a malformed batch");
+                        continue;
+                    };
+                    for member in members {
+                        if let eetf::Term::Pid(member) = member {
+                            directory.deliver_to_session(&Pid::from(member), &event);
+                        }
+                    }
+                }
+                _ => debug!(%message, "fan-out ignored an unknown message"),
             }
         }
     });

@@ -73,6 +73,8 @@ pub enum Change {
         name: Term,
         /// Its holder.
         owner: Option<eetf::Pid>,
+        /// The registration's value (`None` when the name is gone).
+        value: Option<Term>,
     },
     /// The counter `{c,g,Name}` of `owner` is gone.
     CounterGone {
@@ -297,18 +299,15 @@ impl GprocTable {
     }
 
     /// A unique name that is not a user's `{n,g,Pid}`.
-    fn name_change(key: &Term, owner: &Term, present: bool) -> Option<Change> {
+    fn name_change(key: &Term, owner: &Term, value: Option<&Term>) -> Option<Change> {
         let (kind, name) = global_key(key)?;
         if kind != "n" || name == owner {
             return None;
         }
         Some(Change::Name {
             name: name.clone(),
-            owner: if present {
-                as_pid(owner).cloned()
-            } else {
-                None
-            },
+            owner: value.and_then(|_| as_pid(owner).cloned()),
+            value: value.cloned(),
         })
     }
 
@@ -375,7 +374,7 @@ impl GprocTable {
                     changes.extend(Self::membership_change(&key, owner, true));
                 }
                 changes.extend(Self::counter_change(&key, owner, Some(value)));
-                changes.extend(Self::name_change(&key, owner, true));
+                changes.extend(Self::name_change(&key, owner, Some(value)));
                 changes.extend(self.user_change(owner, &key));
                 true
             }
@@ -418,7 +417,7 @@ impl GprocTable {
                 self.reverse.remove(&(owner.clone(), key.clone()));
                 changes.extend(Self::membership_change(key, owner, false));
                 changes.extend(Self::counter_change(key, owner, None));
-                changes.extend(Self::name_change(key, owner, false));
+                changes.extend(Self::name_change(key, owner, None));
                 if kind == "n"
                     && let Some(pid) = as_pid(owner)
                     && global_key(key).is_some_and(|(_, name)| name == owner)
@@ -519,7 +518,7 @@ impl GprocTable {
             if let Some((owner, _)) = self.regs.remove(&key) {
                 changes.extend(Self::membership_change(&key.0, &owner, false));
                 changes.extend(Self::counter_change(&key.0, &owner, None));
-                changes.extend(Self::name_change(&key.0, &owner, false));
+                changes.extend(Self::name_change(&key.0, &owner, None));
                 if let (Some(pid), Some(("n", name))) = (as_pid(&owner), global_key(&key.0))
                     && *name == owner
                 {
@@ -690,7 +689,7 @@ impl GprocTable {
                 self.regs.insert(slot, (owner.clone(), value.clone()));
                 changes.extend(Self::membership_change(key, owner, true));
                 changes.extend(Self::counter_change(key, owner, Some(value)));
-                changes.extend(Self::name_change(key, owner, true));
+                changes.extend(Self::name_change(key, owner, Some(value)));
                 let initial = if kind == "c" {
                     list(vec![tuple(vec![atom("initial"), value.clone()])])
                 } else {

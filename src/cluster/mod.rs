@@ -8,7 +8,8 @@
 //! - [`gproc`]: gproc's replicated global table and gproc_dist's leader logic, pure.
 //! - [`wire`]: election messages as Erlang terms.
 //! - [`gproc_dist`]: the candidate process that runs them on the node.
-//! - [`fanout`]: one message per event for all members on a Rust node.
+//! - [`sequencer`]: per-chat event streams, numbered a batch at a time.
+//! - [`fanout`]: one message per batch of a chat's events for a Rust node.
 //! - [`records`]: the chat records members exchange, as Erlang terms.
 
 pub mod directory;
@@ -18,4 +19,5 @@ pub mod gproc;
 pub mod gproc_dist;
 pub mod records;
 pub mod registry;
+pub mod sequencer;
 pub mod wire;
