@@ -468,39 +468,46 @@ impl Directory {
         }
     }
 
-    /// This node's sessions that hear a chat's events: its local members in
-    /// the replicated registry, and local sessions whose join is at the
-    /// leader.
-    fn local_routes(&self, chat: &str) -> Vec<MailboxSender> {
-        let mut routes: Vec<MailboxSender> = self
-            .registry
-            .lock()
-            .chat(chat)
-            .map(|entry| {
-                entry
-                    .members()
-                    .iter()
-                    .filter_map(|member| match &member.route {
-                        Route::Local(queue) => Some(queue.clone()),
-                        Route::Remote(_) => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let joining = self.joining.lock();
-        if let Some(pids) = joining.get(chat) {
+    /// Queues `event` for this node's sessions that hear its chat: its
+    /// local members in the replicated registry, and local sessions whose
+    /// join is at the leader. Returns how many there were.
+    fn deliver_locally(&self, event: &Arc<ChatEvent>) -> usize {
+        let chat = &*event.chat;
+        let mut count = 0;
+        {
             let registry = self.registry.lock();
-            let members = registry.chat(chat);
-            let session_routes = self.routes.lock();
-            for pid in pids {
-                let listed = members
-                    .is_some_and(|entry| entry.members().iter().any(|member| &member.pid == pid));
-                if !listed && let Some(queue) = session_routes.get(pid) {
-                    routes.push(queue.clone());
+            for member in registry.chat(chat).map(|entry| entry.members()).unwrap_or_default() {
+                if let Route::Local(_) = &member.route {
+                    self.deliver(&member.route, event, None, None);
+                    count += 1;
                 }
             }
         }
-        routes
+        let joining: Vec<Pid> = self.joining.lock().get(chat).cloned().unwrap_or_default();
+        for pid in joining {
+            let listed = self
+                .registry
+                .lock()
+                .chat(chat)
+                .is_some_and(|entry| entry.contains(&pid));
+            let queue = self.routes.lock().get(&pid).cloned();
+            if let (false, Some(queue)) = (listed, queue) {
+                self.deliver(&Route::Local(queue), event, None, None);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Whether a chat has members (or joiners) on this node.
+    fn has_local_members(&self, chat: &str) -> bool {
+        let local = self.registry.lock().chat(chat).is_some_and(|entry| {
+            entry
+                .members()
+                .iter()
+                .any(|member| matches!(member.route, Route::Local(_)))
+        });
+        local || self.joining.lock().contains_key(chat)
     }
 
     /// Sends a numbered batch of one chat's events: to this node's members
@@ -519,9 +526,7 @@ impl Directory {
                 timestamp_now(),
                 first + offset as u64,
             ));
-            for queue in self.local_routes(chat) {
-                self.deliver(&Route::Local(queue), &event, None, None);
-            }
+            self.deliver_locally(&event);
             dones.extend(pending.done);
             let Audience::Everyone { extra } = pending.audience else {
                 continue;
@@ -673,22 +678,9 @@ impl Directory {
     /// then the member already listed it in its chat_state, and the event
     /// would make it known twice.
     pub fn known_from_chat_state(&self, chat: &str, user_id: &str, member: &Pid) -> bool {
-        let registry = self.registry.lock();
-        let Some(entry) = registry.chat(chat) else {
-            return false;
-        };
-        for candidate in entry.members() {
-            if &candidate.pid == member {
-                return false;
-            }
-            if registry
-                .user(&candidate.pid)
-                .is_some_and(|attrs| &*attrs.user_id == user_id)
-            {
-                return true;
-            }
-        }
-        false
+        self.registry
+            .lock()
+            .registered_before(chat, user_id, member)
     }
 
     fn route_for(&self, pid: &Pid) -> Route {
@@ -737,9 +729,7 @@ impl Directory {
     /// Queues an event another node sent for all of this node's members of
     /// its chat (version 2 fan-out).
     pub fn deliver_to_chat(&self, event: &Arc<ChatEvent>) {
-        for queue in self.local_routes(&event.chat) {
-            self.deliver(&Route::Local(queue), event, None, None);
-        }
+        self.deliver_locally(event);
     }
 
     /// Registers this node's fan-out process cluster-wide, so other Rust
@@ -894,7 +884,7 @@ impl Directory {
         let sender = pid.clone();
         tokio::spawn(async move {
             for chat in chats {
-                if this.local_routes(&chat).is_empty() {
+                if !this.has_local_members(&chat) {
                     continue;
                 }
                 let kind = EventKind::Left {
@@ -923,7 +913,7 @@ impl Sink<Pending> for Directory {
 }
 
 /// Marks a local session's join as in flight at the leader for as long as
-/// it lives (see [`Directory::local_routes`]).
+/// it lives (see [`Directory::deliver_locally`]).
 struct JoiningGuard<'a> {
     directory: &'a Directory,
     chat: Arc<str>,

@@ -16,7 +16,6 @@
 //! every member carries a route (`R`) telling the owner how to reach it.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use crate::node::Pid;
@@ -75,6 +74,10 @@ pub struct Chat<R> {
     name: Arc<str>,
     members: Vec<Member<R>>,
     sequence: u64,
+    /// Each member's registration stamp: who registered before whom, and
+    /// whether a pid is a member, without a scan of the member list.
+    stamps: HashMap<Pid, u64>,
+    next_stamp: u64,
 }
 
 impl<R> Chat<R> {
@@ -99,8 +102,33 @@ impl<R> Chat<R> {
         self.sequence
     }
 
-    fn position(&self, pid: &Pid) -> Option<usize> {
-        self.members.iter().position(|member| &member.pid == pid)
+    /// Whether `pid` is a member.
+    pub fn contains(&self, pid: &Pid) -> bool {
+        self.stamps.contains_key(pid)
+    }
+
+    fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            members: Vec::new(),
+            sequence: 0,
+            stamps: HashMap::new(),
+            next_stamp: 0,
+        }
+    }
+
+    fn push(&mut self, member: Member<R>) {
+        self.stamps.insert(member.pid.clone(), self.next_stamp);
+        self.next_stamp += 1;
+        self.members.push(member);
+    }
+
+    fn remove(&mut self, pid: &Pid) -> bool {
+        if self.stamps.remove(pid).is_none() {
+            return false;
+        }
+        self.members.retain(|member| &member.pid != pid);
+        true
     }
 }
 
@@ -119,6 +147,8 @@ pub struct Joined<'a, R> {
 #[derive(Debug)]
 pub struct Registry<R> {
     users: HashMap<Pid, UserAttrs>,
+    /// Reverse index of `users`: the pids registered with each user_id.
+    user_pids: HashMap<Arc<str>, Vec<Pid>>,
     chats: HashMap<Arc<str>, Chat<R>>,
     /// Reverse index: the chats each pid is in, to purge a pid that ends.
     memberships: HashMap<Pid, Vec<Arc<str>>>,
@@ -135,6 +165,7 @@ impl<R> Registry<R> {
     pub fn new() -> Self {
         Self {
             users: HashMap::new(),
+            user_pids: HashMap::new(),
             chats: HashMap::new(),
             memberships: HashMap::new(),
         }
@@ -142,16 +173,43 @@ impl<R> Registry<R> {
 
     /// `gproc:ensure_reg({n,g,Pid}, undefined, [{username,U},{user_id,Id}])`.
     pub fn ensure_user(&mut self, pid: Pid, attrs: UserAttrs) -> Registered {
-        match self.users.entry(pid) {
-            Entry::Occupied(mut entry) => {
-                entry.insert(attrs);
+        let user_id = attrs.user_id.clone();
+        let registered = match self.users.insert(pid.clone(), attrs) {
+            Some(previous) => {
+                self.forget_user_pid(&previous.user_id, &pid);
                 Registered::Updated
             }
-            Entry::Vacant(entry) => {
-                entry.insert(attrs);
-                Registered::New
+            None => Registered::New,
+        };
+        self.user_pids.entry(user_id).or_default().push(pid);
+        registered
+    }
+
+    /// Removes one `pid` of `user_id` from the reverse index.
+    fn forget_user_pid(&mut self, user_id: &Arc<str>, pid: &Pid) {
+        if let Some(pids) = self.user_pids.get_mut(user_id) {
+            if let Some(at) = pids.iter().position(|other| other == pid) {
+                pids.swap_remove(at);
+            }
+            if pids.is_empty() {
+                self.user_pids.remove(user_id);
             }
         }
+    }
+
+    /// Whether some pid registered with `user_id` joined `chat` before
+    /// `member` did (so `member`'s chat_state listed it).
+    pub fn registered_before(&self, chat: &str, user_id: &str, member: &Pid) -> bool {
+        let Some(entry) = self.chats.get(chat) else {
+            return false;
+        };
+        let Some(mine) = entry.stamps.get(member) else {
+            return false;
+        };
+        self.user_pids.get(user_id).is_some_and(|pids| {
+            pids.iter()
+                .any(|pid| entry.stamps.get(pid).is_some_and(|stamp| stamp < mine))
+        })
     }
 
     /// `gproc:get_attributes({n,g,Pid}, Pid)`.
@@ -172,15 +230,14 @@ impl<R> Registry<R> {
             }
             None => {
                 let name: Arc<str> = Arc::from(chat);
-                let entry = self.chats.entry(name.clone()).or_insert_with(|| Chat {
-                    name: name.clone(),
-                    members: Vec::new(),
-                    sequence: 0,
-                });
+                let entry = self
+                    .chats
+                    .entry(name.clone())
+                    .or_insert_with(|| Chat::new(name.clone()));
                 (name, entry)
             }
         };
-        if chat.position(&pid).is_some() {
+        if chat.contains(&pid) {
             return Err(RegistryError::AlreadyMember { chat: name, pid });
         }
         let before = chat
@@ -193,7 +250,7 @@ impl<R> Registry<R> {
             })
             .collect();
         self.memberships.entry(pid.clone()).or_default().push(name);
-        chat.members.push(Member { pid, route });
+        chat.push(Member { pid, route });
         Ok(Joined { before, chat })
     }
 
@@ -207,8 +264,9 @@ impl<R> Registry<R> {
             pid: pid.clone(),
         };
         let entry = self.chats.get_mut(chat).ok_or_else(not_member)?;
-        let position = entry.position(pid).ok_or_else(not_member)?;
-        entry.members.remove(position);
+        if !entry.remove(pid) {
+            return Err(not_member());
+        }
         if let Some(chats) = self.memberships.get_mut(pid) {
             chats.retain(|name| &**name != chat);
             if chats.is_empty() {
@@ -253,10 +311,13 @@ impl<R> Registry<R> {
     /// attributes and the chats it was still in.
     pub fn remove_process(&mut self, pid: &Pid) -> (Option<UserAttrs>, Vec<Arc<str>>) {
         let attrs = self.users.remove(pid);
+        if let Some(attrs) = &attrs {
+            self.forget_user_pid(&attrs.user_id, pid);
+        }
         let chats = self.memberships.remove(pid).unwrap_or_default();
         for chat in &chats {
             if let Some(entry) = self.chats.get_mut(chat) {
-                entry.members.retain(|member| &member.pid != pid);
+                entry.remove(pid);
             }
         }
         (attrs, chats)
@@ -305,6 +366,30 @@ mod tests {
             Registered::Updated
         );
         assert_eq!(registry.user(&pid(1)), Some(&attrs("b")));
+    }
+
+    #[test]
+    fn registered_before_follows_registration_order_and_user_ids() {
+        let mut registry: Registry<()> = Registry::new();
+        for id in 1..=3 {
+            registry.ensure_user(pid(id), attrs(&format!("u{id}")));
+        }
+        registry.join("room", pid(1), ()).expect("join");
+        registry.join("room", pid(2), ()).expect("join");
+        registry.join("room", pid(3), ()).expect("join");
+        assert!(registry.registered_before("room", "u1-id", &pid(2)));
+        assert!(!registry.registered_before("room", "u3-id", &pid(2)));
+        assert!(!registry.registered_before("room", "u2-id", &pid(2)));
+        assert!(!registry.registered_before("elsewhere", "u1-id", &pid(2)));
+        // A re-registration under another user_id moves the pid in the index.
+        registry.ensure_user(pid(1), attrs("renamed"));
+        assert!(!registry.registered_before("room", "u1-id", &pid(2)));
+        assert!(registry.registered_before("room", "renamed-id", &pid(2)));
+        // A leaver no longer counts; a process that ends leaves no trace.
+        registry.leave("room", &pid(1)).expect("member");
+        assert!(!registry.registered_before("room", "renamed-id", &pid(2)));
+        registry.remove_process(&pid(1));
+        assert!(registry.user_pids.get("renamed-id").is_none());
     }
 
     #[test]
