@@ -27,6 +27,10 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// Connections closed for idleness.
     pub idle_timeouts: AtomicU64,
+    /// Cluster: leader requests that numbered a batch of one chat's events.
+    pub sequence_requests: AtomicU64,
+    /// Cluster: chat events numbered by those requests.
+    pub sequenced_events: AtomicU64,
 }
 
 /// Point-in-time figures that live elsewhere (the registry), added to the
@@ -110,6 +114,18 @@ impl Metrics {
             "counter",
             "Connections closed for idleness.",
             get(&self.idle_timeouts),
+        );
+        metric(
+            "sequence_requests_total",
+            "counter",
+            "Leader requests that numbered a batch of one chat's events (cluster).",
+            get(&self.sequence_requests),
+        );
+        metric(
+            "sequenced_events_total",
+            "counter",
+            "Chat events numbered by the leader, in batches (cluster).",
+            get(&self.sequenced_events),
         );
         metric(
             "rooms",

@@ -444,3 +444,81 @@ async fn an_emptied_chat_leaves_no_registration_behind() {
         cluster.stop(index).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_from_both_nodes_arrive_once_in_order_with_cluster_wide_sequences() {
+    // Posts queued on each node while its previous batch is numbered share
+    // one leader call; this checks that what members see still holds: every
+    // message exactly once, each sender's in order, one sequence number per
+    // message cluster-wide, and increasing numbers from each node.
+    const PER_SENDER: usize = 150;
+    let cluster = Cluster::start(2).await;
+    cluster.settled_with(2).await;
+    let mut members = Vec::new();
+    for (index, name) in [
+        (0, "a1"),
+        (0, "a2"),
+        (0, "a3"),
+        (1, "b1"),
+        (1, "b2"),
+        (1, "b3"),
+    ] {
+        let mut client = Client::login(cluster.node(index).local_addr, name).await;
+        client.join("burst").await;
+        members.push((index, client));
+    }
+    let ids: Vec<(usize, String)> = members
+        .iter()
+        .map(|(index, client)| (*index, client.user_id.clone()))
+        .collect();
+    // Two senders per node post back to back, without reading in between.
+    let senders = [0usize, 1, 3, 4];
+    for &sender in &senders {
+        let client = &mut members[sender].1;
+        for n in 0..PER_SENDER {
+            client.post("burst", &format!("{n}")).await;
+        }
+    }
+    let expected = senders.len() * PER_SENDER;
+    let mut sequence_of: std::collections::HashMap<(String, usize), u64> = Default::default();
+    for (_, client) in &mut members {
+        let mut last_n: std::collections::HashMap<String, usize> = Default::default();
+        let mut last_sequence_from: std::collections::HashMap<usize, u64> = Default::default();
+        let mut seen = HashSet::new();
+        while seen.len() < expected {
+            let message = next(client, "chat_message").await;
+            let from = message["user_id"].as_str().expect("user_id").to_owned();
+            let n: usize = message["message"]
+                .as_str()
+                .and_then(|text| text.parse().ok())
+                .expect("numbered message");
+            let sequence = message["sequence"].as_u64().expect("sequence");
+            assert!(
+                seen.insert((from.clone(), n)),
+                "{from} #{n} delivered twice"
+            );
+            if let Some(previous) = last_n.insert(from.clone(), n) {
+                assert!(n > previous, "{from}: #{n} after #{previous}");
+            }
+            let origin = ids
+                .iter()
+                .find(|(_, id)| *id == from)
+                .map(|(index, _)| *index)
+                .expect("a member sent it");
+            if let Some(previous) = last_sequence_from.insert(origin, sequence) {
+                assert!(
+                    sequence > previous,
+                    "node {origin}'s events out of sequence: {sequence} after {previous}"
+                );
+            }
+            let first = *sequence_of.entry((from.clone(), n)).or_insert(sequence);
+            assert_eq!(first, sequence, "{from} #{n} numbered twice");
+        }
+    }
+    let distinct: HashSet<u64> = sequence_of.values().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        expected,
+        "a sequence number was given twice"
+    );
+}

@@ -476,7 +476,11 @@ impl Directory {
         let mut count = 0;
         {
             let registry = self.registry.lock();
-            for member in registry.chat(chat).map(|entry| entry.members()).unwrap_or_default() {
+            for member in registry
+                .chat(chat)
+                .map(|entry| entry.members())
+                .unwrap_or_default()
+            {
                 if let Route::Local(_) = &member.route {
                     self.deliver(&member.route, event, None, None);
                     count += 1;
@@ -625,6 +629,8 @@ impl Directory {
     /// node saw, so numbers keep increasing.
     async fn reserve_sequences(&self, chat: &str, count: u64) -> u64 {
         let count = count.max(1);
+        Metrics::bump(&self.metrics.sequence_requests);
+        Metrics::add(&self.metrics.sequenced_events, count);
         for _ in 0..3 {
             let counter = self.counters.lock().get(chat).cloned().unwrap_or_default();
             if let Some(owner) = &counter.owner {

@@ -38,8 +38,12 @@ pub trait Sink<T>: Send + Sync + 'static {
 
     /// Emits `batch` (drained by the callee); its first item takes sequence
     /// number `first`, the next `first + 1`, and so on.
-    fn emit<'a>(&'a self, chat: &'a Arc<str>, first: u64, batch: &'a mut Vec<T>)
-    -> BoxFuture<'a, ()>;
+    fn emit<'a>(
+        &'a self,
+        chat: &'a Arc<str>,
+        first: u64,
+        batch: &'a mut Vec<T>,
+    ) -> BoxFuture<'a, ()>;
 }
 
 /// The streams of every chat this node is emitting events for.
@@ -259,7 +263,10 @@ mod tests {
             tokio::spawn(async move { streams.submit(&sink, &chat, (0, 3)).await })
         };
         settle().await;
-        assert!(!waiting.is_finished(), "a full queue must hold the submitter");
+        assert!(
+            !waiting.is_finished(),
+            "a full queue must hold the submitter"
+        );
         gate.notify_one();
         settle().await;
         assert!(waiting.is_finished());
