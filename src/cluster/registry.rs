@@ -389,7 +389,7 @@ mod tests {
         registry.leave("room", &pid(1)).expect("member");
         assert!(!registry.registered_before("room", "renamed-id", &pid(2)));
         registry.remove_process(&pid(1));
-        assert!(registry.user_pids.get("renamed-id").is_none());
+        assert!(!registry.user_pids.contains_key("renamed-id"));
     }
 
     #[test]
