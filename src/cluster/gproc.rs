@@ -924,6 +924,110 @@ impl GprocTable {
     }
 }
 
+/// What the leader must do for a `gproc_dist:sync()` request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncEffect {
+    /// Send `{from_leader, {sync, From}}` to `{gproc_dist, Node}` for each
+    /// of these nodes: each answers with a `sync_reply` cast once it has
+    /// applied every broadcast sent before.
+    Ask {
+        /// The nodes to ask.
+        nodes: Vec<String>,
+        /// `{sync, From}`.
+        message: Term,
+    },
+    /// Every node asked has answered or died: the caller `From` gets `true`,
+    /// directly when it is local, else through `{from_leader,
+    /// {sync_complete, From}}` to its node's `gproc_dist`.
+    Complete(Term),
+}
+
+/// The leader's `sync_requests`: for each `gproc_dist:sync()` caller (its
+/// gen_server `From`), the nodes that have not answered yet.
+///
+/// gproc_dist keeps these in its callback state; a request completes when
+/// the last node answers `{sync_reply, Node, From}` or goes down
+/// (`handle_DOWN`'s `check_sync_requests`), so a sync never waits on a dead
+/// node.
+#[derive(Debug, Default, Clone)]
+pub struct SyncRequests {
+    pending: Vec<(Term, Vec<String>)>,
+}
+
+impl SyncRequests {
+    /// No requests.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests still waiting.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether no request waits.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// `initiate_sync(From)` at the leader; `alive` is gen_leader's
+    /// `alive(E) -- [node()]`.
+    pub fn initiate(&mut self, from: Term, alive: Vec<String>) -> Vec<SyncEffect> {
+        if alive.is_empty() {
+            // Alone: trivially in sync.
+            return vec![SyncEffect::Complete(from)];
+        }
+        let message = tuple(vec![atom("sync"), from.clone()]);
+        // Newest first, as gproc_dist prepends.
+        self.pending.insert(0, (from, alive.clone()));
+        vec![SyncEffect::Ask {
+            nodes: alive,
+            message,
+        }]
+    }
+
+    /// `{sync_reply, Node, From}`. Unknown requests are ignored, as
+    /// gproc_dist does (a reply to a leader that died meanwhile).
+    pub fn reply(&mut self, node: &str, from: &Term) -> Vec<SyncEffect> {
+        let Some(index) = self.pending.iter().position(|(f, _)| f == from) else {
+            return Vec::new();
+        };
+        let nodes = &mut self.pending[index].1;
+        // lists:delete/2: only the first occurrence.
+        if let Some(at) = nodes.iter().position(|n| n == node) {
+            nodes.remove(at);
+        }
+        if nodes.is_empty() {
+            let (from, _) = self.pending.remove(index);
+            vec![SyncEffect::Complete(from)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// A candidate went down: it will never answer, so it stops counting
+    /// (`check_sync_requests`).
+    pub fn node_down(&mut self, node: &str) -> Vec<SyncEffect> {
+        let mut out = Vec::new();
+        self.pending.retain_mut(|(from, nodes)| {
+            nodes.retain(|n| n != node);
+            if nodes.is_empty() {
+                out.push(SyncEffect::Complete(from.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        out
+    }
+
+    /// `{sync_complete, From}` seen by a follower for a request it does not
+    /// own: gproc_dist drops any trace of it.
+    pub fn forget(&mut self, from: &Term) {
+        self.pending.retain(|(f, _)| f != from);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1195,5 +1299,37 @@ mod tests {
         // My own registration survived; the leader's other one arrived.
         assert!(me.lookup(&user_key(&mine), &atom("n")).is_some());
         assert!(me.lookup(&user_key(&theirs), &atom("n")).is_some());
+    }
+
+    #[test]
+    fn sync_completes_when_every_node_answered_or_died() {
+        let mut syncs = SyncRequests::new();
+        let from = tuple(vec![pid("n2@h", 40), atom("tag")]);
+        let nodes = vec!["n1@h".to_owned(), "n2@h".to_owned(), "n3@h".to_owned()];
+        let effects = syncs.initiate(from.clone(), nodes.clone());
+        assert_eq!(
+            effects,
+            vec![SyncEffect::Ask {
+                nodes,
+                message: tuple(vec![atom("sync"), from.clone()]),
+            }]
+        );
+        assert!(syncs.reply("n1@h", &from).is_empty());
+        // A reply for an unknown request changes nothing.
+        assert!(syncs.reply("n3@h", &atom("other")).is_empty());
+        assert!(syncs.node_down("n3@h").is_empty());
+        assert_eq!(
+            syncs.reply("n2@h", &from),
+            vec![SyncEffect::Complete(from.clone())]
+        );
+        assert!(syncs.is_empty());
+        // Alone: complete at once.
+        assert_eq!(
+            syncs.initiate(from.clone(), Vec::new()),
+            vec![SyncEffect::Complete(from.clone())]
+        );
+        // A node that dies completes the requests that only waited on it.
+        syncs.initiate(from.clone(), vec!["n1@h".to_owned()]);
+        assert_eq!(syncs.node_down("n1@h"), vec![SyncEffect::Complete(from)]);
     }
 }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::election::{Dest, Effect, Election, Input, Message, NodeName};
-use super::gproc::{Change, GprocTable};
+use super::gproc::{Change, GprocTable, SyncEffect, SyncRequests};
 use super::wire;
 use crate::node::term::{as_atom, as_tuple, atom, tuple};
 use crate::node::{Mailbox, Node, Pid, Received, TermMailbox};
@@ -142,6 +142,7 @@ impl GprocDist {
             commands: commands_rx,
             election,
             table: GprocTable::new(),
+            syncs: SyncRequests::new(),
             observer,
             deferred: VecDeque::new(),
             forwarded: HashMap::new(),
@@ -233,6 +234,8 @@ struct Actor {
     commands: mpsc::Receiver<Command>,
     election: Election,
     table: GprocTable,
+    /// As leader: `gproc_dist:sync()` requests still waiting for nodes.
+    syncs: SyncRequests,
     observer: Arc<dyn RegistryObserver>,
     deferred: VecDeque<Deferred>,
     /// Follower: calls forwarded to the leader, by the ref we tagged them with.
@@ -493,6 +496,9 @@ impl Actor {
 
     fn cast(&mut self, message: Term) {
         if self.election.is_leader() {
+            if self.sync_cast(&message) {
+                return;
+            }
             let (ops, changes) = self.table.leader_cast(&message);
             self.notice(changes);
             if let Some(ops) = ops {
@@ -510,12 +516,24 @@ impl Actor {
     fn apply_broadcast(&mut self, ops: &Term) {
         let connected = self.connected();
         self.election.refresh_down(connected);
-        if let Some([tag, reference]) = as_tuple(ops)
-            && as_atom(tag) == Some("sync")
-        {
-            let reply = tuple(vec![atom("sync_reply"), atom(&self.me), reference.clone()]);
-            self.cast(reply);
-            return;
+        if let Some([tag, from]) = as_tuple(ops) {
+            match as_atom(tag) {
+                // Everything broadcast before this has been applied: say so.
+                Some("sync") => {
+                    let reply = tuple(vec![atom("sync_reply"), atom(&self.me), from.clone()]);
+                    self.cast(reply);
+                    return;
+                }
+                Some("sync_complete") => {
+                    if self.is_local_from(from) {
+                        self.node.reply(&self.pid, from, atom("true"));
+                    } else {
+                        self.syncs.forget(from);
+                    }
+                    return;
+                }
+                _ => {}
+            }
         }
         let changes = self.table.apply(ops);
         self.watch_registered_pids();
@@ -529,6 +547,12 @@ impl Actor {
                 .leader_node()
                 .map(|node| atom(node))
                 .unwrap_or_else(|| atom("undefined")),
+            // gen_server:call(gproc_dist, sync): answered later, once
+            // every node has caught up.
+            Some("sync") => {
+                self.initiate_sync(from.clone());
+                return;
+            }
             Some("get_candidates") => tuple(vec![
                 atom("ok"),
                 crate::node::term::list(
@@ -538,6 +562,86 @@ impl Actor {
             _ => atom("badarg"),
         };
         self.node.reply(&self.pid, from, reply);
+    }
+
+    // -----------------------------------------------------------------
+    // gproc_dist:sync(): the leader asks every live node to answer once it
+    // has applied all earlier broadcasts, and tells the caller when all
+    // have answered or died.
+
+    /// `initiate_sync(From)`: served here as leader, else handed to the
+    /// leader as `{initiate_sync, From}` (completion comes back to this node
+    /// as `{sync_complete, From}` because `From` is a local caller).
+    fn initiate_sync(&mut self, from: Term) {
+        if self.election.is_leader() {
+            let alive = self.alive_others();
+            let effects = self.syncs.initiate(from, alive);
+            self.sync_effects(effects);
+        } else if let Some(leader) = self.election.leader().cloned() {
+            let cast = tuple(vec![atom("initiate_sync"), from]);
+            self.node
+                .send_from(&self.pid, &leader, tuple(vec![atom("$leader_cast"), cast]));
+        }
+    }
+
+    /// The leader's sync casts; `false` when `message` is not one.
+    fn sync_cast(&mut self, message: &Term) -> bool {
+        let effects = match as_tuple(message) {
+            Some([tag, from]) if as_atom(tag) == Some("initiate_sync") => {
+                let alive = self.alive_others();
+                self.syncs.initiate(from.clone(), alive)
+            }
+            Some([tag, node, from]) if as_atom(tag) == Some("sync_reply") => {
+                let Some(node) = as_atom(node) else {
+                    return true;
+                };
+                self.syncs.reply(node, from)
+            }
+            _ => return false,
+        };
+        self.sync_effects(effects);
+        true
+    }
+
+    /// gen_leader's `alive(E) -- [node()]`: candidates not believed down.
+    fn alive_others(&self) -> Vec<String> {
+        let down = self.election.down();
+        self.election
+            .candidates()
+            .iter()
+            .filter(|node| **node != self.me && !down.contains(node))
+            .map(|node| node.to_string())
+            .collect()
+    }
+
+    fn sync_effects(&mut self, effects: Vec<SyncEffect>) {
+        for effect in effects {
+            match effect {
+                SyncEffect::Ask { nodes, message } => {
+                    let message = tuple(vec![atom("from_leader"), message]);
+                    for node in nodes {
+                        self.node
+                            .send_named(&node, NAME, message.clone(), Some(&self.pid));
+                    }
+                }
+                SyncEffect::Complete(from) => {
+                    if self.is_local_from(&from) {
+                        self.node.reply(&self.pid, &from, atom("true"));
+                    } else if let Some(node) = from_node(&from) {
+                        let message = tuple(vec![
+                            atom("from_leader"),
+                            tuple(vec![atom("sync_complete"), from]),
+                        ]);
+                        self.node.send_named(&node, NAME, message, Some(&self.pid));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a gen_server `From` (`{Pid, Tag}`) is a process of this node.
+    fn is_local_from(&self, from: &Term) -> bool {
+        from_node(from).is_some_and(|node| *node == *self.me)
     }
 
     // -----------------------------------------------------------------
@@ -649,6 +753,9 @@ impl Actor {
                     self.replay_deferred();
                 }
                 Effect::NodeDown(node) => {
+                    // handle_DOWN: a sync never waits on a dead node.
+                    let effects = self.syncs.node_down(&node);
+                    self.sync_effects(effects);
                     let (ops, changes) = self.table.purge_node(&node);
                     self.notice(changes);
                     if let Some(ops) = ops {
@@ -677,6 +784,14 @@ async fn tick(timer: &mut Option<Interval>) -> Instant {
     match timer {
         Some(timer) => timer.tick().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The node of the pid in a gen_server `From` (`{Pid, Tag}`).
+fn from_node(from: &Term) -> Option<String> {
+    match as_tuple(from)? {
+        [Term::Pid(pid), _] => Some(pid.node.name.clone()),
+        _ => None,
     }
 }
 
