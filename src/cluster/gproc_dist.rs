@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::election::{Dest, Effect, Election, Input, Message, NodeName};
-use super::gproc::{Change, GprocTable, SyncEffect, SyncRequests};
+use super::gproc::{Change, Effects, GprocTable, SyncEffect, SyncRequests};
 use super::wire;
 use crate::node::term::{as_atom, as_tuple, atom, tuple};
 use crate::node::{Mailbox, Node, Pid, Received, TermMailbox};
@@ -126,6 +126,10 @@ impl GprocDist {
         candidates.sort();
         let incarnation = next_incarnation(&config.data_dir, &me)?;
         let election = Election::new(me.clone(), pid.clone(), candidates, incarnation);
+        let mut table = GprocTable::for_node(&me);
+        // Monitor refs the leader hands out must be real refs of this node.
+        let refs = node.clone();
+        table.set_ref_maker(Arc::new(move || Term::from(refs.make_ref())));
         let (commands_tx, commands_rx) = mpsc::channel(4096);
         let status = Arc::new(Mutex::new(ClusterStatus::default()));
         let handle = Self {
@@ -141,7 +145,7 @@ impl GprocDist {
             mailbox,
             commands: commands_rx,
             election,
-            table: GprocTable::new(),
+            table,
             syncs: SyncRequests::new(),
             observer,
             deferred: VecDeque::new(),
@@ -423,7 +427,11 @@ impl Actor {
 
     fn local_call(&mut self, request: Term, reply: oneshot::Sender<Result<Term, CallError>>) {
         if self.election.is_leader() {
-            let answer = self.serve_call(&request);
+            let from = tuple(vec![
+                Term::from(self.pid.clone()),
+                Term::from(self.node.make_ref()),
+            ]);
+            let answer = self.serve_call(&request, &from);
             let _ = reply.send(Ok(answer));
         } else if let Some(leader) = self.election.leader().cloned() {
             self.forward_call(&leader, request, Waiter::Local(reply));
@@ -434,7 +442,7 @@ impl Actor {
 
     fn remote_call(&mut self, from: &Term, request: &Term) {
         if self.election.is_leader() {
-            let answer = self.serve_call(request);
+            let answer = self.serve_call(request, from);
             self.node.reply(&self.pid, from, leader_reply_term(answer));
         } else if let Some(leader) = self.election.leader().cloned() {
             self.forward_call(&leader, request.clone(), Waiter::Remote(from.clone()));
@@ -443,13 +451,50 @@ impl Actor {
 
     /// As leader: mutate, broadcast, then return the reply (the caller
     /// replies after this returns, so the broadcast goes first).
-    fn serve_call(&mut self, request: &Term) -> Term {
-        let (answer, changes) = self.table.leader_call(request);
+    fn serve_call(&mut self, request: &Term, from: &Term) -> Term {
+        self.refresh_up_nodes();
+        let (answer, changes) = self.table.leader_call_from(request, from);
         self.notice(changes);
+        // gproc sends these from inside the callback, before gen_leader
+        // broadcasts and replies.
+        self.deliver(answer.sends);
         if let Some(ops) = &answer.broadcast {
+            self.watch_pids_in(ops);
             self.broadcast(ops.clone());
         }
         answer.reply
+    }
+
+    /// Messages gproc sends straight to processes (waiters, monitors).
+    fn deliver(&self, sends: Vec<(Term, Term)>) {
+        for (to, message) in sends {
+            if let Term::Pid(pid) = &to {
+                self.node.send_from(&self.pid, &Pid::from(pid), message);
+            }
+        }
+    }
+
+    /// Standby failover skips standbys on nodes that are down
+    /// (`[node()|nodes()]` in gproc).
+    fn refresh_up_nodes(&mut self) {
+        let up: HashSet<String> = self
+            .node
+            .connected_nodes()
+            .into_iter()
+            .chain(self.node.hidden_nodes())
+            .chain(std::iter::once(self.me.to_string()))
+            .collect();
+        self.table.set_up_nodes(Some(up));
+    }
+
+    /// Carries out what a cast or a purge produced, as leader.
+    fn leader_effects(&mut self, effects: Effects) {
+        self.notice(effects.changes);
+        self.deliver(effects.sends);
+        if let Some(ops) = effects.broadcast {
+            self.watch_pids_in(&ops);
+            self.broadcast(ops);
+        }
     }
 
     fn forward_call(&mut self, leader: &Pid, request: Term, waiter: Waiter) {
@@ -499,11 +544,9 @@ impl Actor {
             if self.sync_cast(&message) {
                 return;
             }
-            let (ops, changes) = self.table.leader_cast(&message);
-            self.notice(changes);
-            if let Some(ops) = ops {
-                self.broadcast(ops);
-            }
+            self.refresh_up_nodes();
+            let effects = self.table.leader_cast_full(&message);
+            self.leader_effects(effects);
         } else if let Some(leader) = self.election.leader().cloned() {
             self.node.send_from(
                 &self.pid,
@@ -535,9 +578,10 @@ impl Actor {
                 _ => {}
             }
         }
-        let changes = self.table.apply(ops);
+        let effects = self.table.apply_full(ops);
         self.watch_registered_pids();
-        self.notice(changes);
+        self.notice(effects.changes);
+        self.deliver(effects.sends);
     }
 
     fn gen_call(&mut self, from: &Term, request: &Term) {
@@ -659,6 +703,40 @@ impl Actor {
         }
     }
 
+    /// gproc's `ensure_monitor` for the pids a leader op just inserted
+    /// (owners and reverse entries), without scanning the whole table.
+    fn watch_pids_in(&mut self, ops: &Term) {
+        let mut pids = Vec::new();
+        for op in crate::node::term::as_list(ops).unwrap_or_default() {
+            let Some([kind, objects]) = as_tuple(op) else {
+                continue;
+            };
+            if as_atom(kind) != Some("insert") {
+                continue;
+            }
+            for object in crate::node::term::as_list(objects).unwrap_or_default() {
+                match as_tuple(object) {
+                    Some([_, Term::Pid(owner), _]) => pids.push(owner.clone()),
+                    Some([key, _]) => {
+                        if let Some([Term::Pid(pid), _]) = as_tuple(key) {
+                            pids.push(pid.clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for pid in pids {
+            let pid = Pid::from(&pid);
+            if pid.node == self.me || self.monitored_pids.contains(&pid) {
+                continue;
+            }
+            let reference = self.node.monitor(&self.pid, &pid);
+            self.monitored_pids.insert(pid.clone());
+            self.pid_monitors.insert(reference, pid);
+        }
+    }
+
     fn pid_down(&mut self, term: &Term) {
         let Some((reference, _)) = down_message(term) else {
             return;
@@ -756,11 +834,9 @@ impl Actor {
                     // handle_DOWN: a sync never waits on a dead node.
                     let effects = self.syncs.node_down(&node);
                     self.sync_effects(effects);
-                    let (ops, changes) = self.table.purge_node(&node);
-                    self.notice(changes);
-                    if let Some(ops) = ops {
-                        self.broadcast(ops);
-                    }
+                    self.refresh_up_nodes();
+                    let effects = self.table.purge_node_full(&node);
+                    self.leader_effects(effects);
                 }
                 Effect::ElectionStarted => debug!(node = %self.me, "election started"),
             }
