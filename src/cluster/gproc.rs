@@ -31,7 +31,8 @@
 //! is `handle_DOWN`. Where gproc 0.8.0 would crash its own leader or its
 //! followers (a malformed request, `{delete, L, []}` ops of `cancel_wait`)
 //! or change the leader's table without telling followers (a failed batch
-//! half applied, `maybe_scan` of a refused aggregate), this table answers
+//! half applied, `maybe_scan` of a refused aggregate, `unreg` of a name
+//! another process holds), this table answers
 //! `badarg`, sends only well-formed ops and changes nothing it does not
 //! broadcast, so followers always hold what the leader holds.
 //!
@@ -795,6 +796,14 @@ impl GprocTable {
         })
     }
 
+    /// Whether `pid` holds the registration `key`: its reverse entry then
+    /// belongs to the registration, not to a wait or a monitor, and stays
+    /// when the wait ends. gproc drops it anyway, at the leader only (the
+    /// follower that later joins from a snapshot makes one up again).
+    fn holds(&self, pid: &Term, key: &Term) -> bool {
+        matches!(self.get(&ets_key(key, pid)).map(fields), Some([_, holder, _]) if holder == pid)
+    }
+
     /// `get_opts(Pid, K)`: the reverse entry's options, `[]` when missing.
     fn get_opts(&self, pid: &Term, key: &Term) -> Vec<Term> {
         self.opts(pid, key)
@@ -1322,9 +1331,8 @@ impl GprocTable {
                 "c" => {
                     let slot = tuple(vec![key.clone(), pid.clone()]);
                     if let Some(value) = self.counter_value(&slot) {
-                        let mut updated = self.aggregate_update(key, -value);
-                        updated.append(&mut modified);
-                        modified = updated;
+                        let updated = self.aggregate_update(key, -value);
+                        prepend_latest(&mut modified, updated);
                     }
                 }
                 "r" => {
@@ -1334,9 +1342,8 @@ impl GprocTable {
                     ]);
                     if self.has(&rc) {
                         self.bump_resource_count(&name, -1);
-                        let mut updated: Vec<Term> = self.get(&rc).cloned().into_iter().collect();
-                        updated.append(&mut modified);
-                        modified = updated;
+                        let updated = self.get(&rc).cloned().into_iter().collect();
+                        prepend_latest(&mut modified, updated);
                     }
                 }
                 _ => {}
@@ -1371,10 +1378,15 @@ impl GprocTable {
         notifications: &mut Vec<Term>,
     ) {
         let up = self.up.clone();
+        // A process that stands by for its own name is not a standby when
+        // it dies: gproc hands the name back to it, then its broadcast's
+        // delete removes it from every follower but not from the leader.
         let standby = standbys(opts).into_iter().find(|m| {
-            fields(m).first().and_then(node_of).is_some_and(|node| {
-                up.as_ref().is_none_or(|up| up.contains(node)) || node == self.node
-            })
+            let candidate = fields(m).first();
+            candidate != Some(pid)
+                && candidate.and_then(node_of).is_some_and(|node| {
+                    up.as_ref().is_none_or(|up| up.contains(node)) || node == self.node
+                })
         });
         let Some(standby) = standby else {
             let mut notes = self.remove_entry(key, pid, &atom("unreg"));
@@ -1400,7 +1412,7 @@ impl GprocTable {
         let new_rev = tuple(vec![tuple(vec![to.clone(), key.clone()]), list(opts1)]);
         self.put(new_reg.clone());
         self.put(new_rev.clone());
-        modified.splice(0..0, [new_reg, new_rev]);
+        prepend_latest(modified, vec![new_reg, new_rev]);
         notes.append(notifications);
         *notifications = notes;
     }
@@ -1614,20 +1626,22 @@ impl GprocTable {
     // ---------------------------------------------------------------
     // Leader side.
 
-    /// The complete snapshot `{globals, Registrations ++ ReverseEntries}`
-    /// sent in `ldr` (gproc_dist's `globs()`). It must be complete: an
-    /// Erlang follower holding a registration the snapshot lacks crashes in
-    /// gproc 0.8.0.
+    /// The complete snapshot `{globals, Registrations ++ ReverseEntries ++
+    /// Waiters}` sent in `ldr`. It must be complete: an Erlang follower
+    /// holding a registration the snapshot lacks crashes in gproc 0.8.0.
+    /// gproc_dist's own `globs()` leaves the waiters out, so a node that
+    /// joins an Erlang leader knows nobody awaits a name and, should it
+    /// lead later, never tells them; they are sent here (gproc's
+    /// `surrendered` stores any `{{_, _}, _}` object it is given), so a
+    /// joining node holds exactly what the leader holds.
     pub fn snapshot(&self) -> Term {
-        let regs = self
-            .ets
-            .values()
-            .filter(|o| matches!(fields(o), [k, _, _] if matches!(fields(k), [key, _] if global_key(key).is_some())));
-        let reverse = self
-            .ets
-            .values()
-            .filter(|o| matches!(fields(o), [k, _] if matches!(fields(k), [_, key] if global_key(key).is_some())));
-        let objects = regs.chain(reverse).cloned().collect();
+        let is_reg = |o: &&Term| matches!(fields(o), [k, _, _] if matches!(fields(k), [key, _] if global_key(key).is_some()));
+        let is_rev = |o: &&Term| matches!(fields(o), [k, _] if matches!(fields(k), [_, key] if global_key(key).is_some()));
+        let is_waiters = |o: &&Term| matches!(fields(o), [k, Term::List(_)] if matches!(fields(k), [key, t] if global_key(key).is_some() && name_of(t).is_some()));
+        let regs = self.ets.values().filter(is_reg);
+        let reverse = self.ets.values().filter(is_rev);
+        let waiters = self.ets.values().filter(is_waiters);
+        let objects = regs.chain(reverse).chain(waiters).cloned().collect();
         tuple(vec![atom("globals"), list(objects)])
     }
 
@@ -1885,8 +1899,12 @@ impl GprocTable {
                 // owner's options empty; the same happens here, so every
                 // node holds the same table.
                 let object = tuple(vec![tuple(vec![pid.clone(), key.clone()]), list(vec![])]);
-                self.put(object.clone());
+                // In the order of the broadcast (delete, then insert), so an
+                // owner demonitoring its own name keeps its reverse entry
+                // here as on every follower (gproc deletes it last, at the
+                // leader only).
                 self.del(&rev);
+                self.put(object.clone());
                 reply(
                     atom("ok"),
                     Some(vec![
@@ -1902,18 +1920,25 @@ impl GprocTable {
                     .filter(|w| !matches!(fields(w), [p, r, _] if p == mpid && r == reference))
                     .cloned()
                     .collect();
+                let drop_rev =
+                    !kept.iter().any(|w| fields(w).first() == Some(mpid)) && !self.holds(mpid, key);
                 if kept.is_empty() {
-                    self.del(&rev);
+                    let mut gone = Vec::new();
+                    if drop_rev {
+                        self.del(&rev);
+                        gone.push(rev);
+                    }
                     self.del(&slot);
+                    gone.push(slot);
                     return reply(
                         atom("ok"),
-                        Some(vec![tuple(vec![atom("delete"), list(vec![rev, slot])])]),
+                        Some(vec![tuple(vec![atom("delete"), list(gone)])]),
                     );
                 }
                 let object = tuple(vec![slot, list(kept.clone())]);
                 self.put(object.clone());
                 let mut ops = Vec::new();
-                if !kept.iter().any(|w| fields(w).first() == Some(mpid)) {
+                if drop_rev {
                     self.del(&rev);
                     ops.push(tuple(vec![atom("delete"), list(vec![rev])]));
                 }
@@ -2046,8 +2071,14 @@ impl GprocTable {
         let (kind, name) = global_key(key)?;
         let name = name.clone();
         let slot = ets_key(key, pid);
-        if !self.has(&slot) {
-            return None;
+        match self.get(&slot).map(fields) {
+            None => return None,
+            // gproc 0.8.0 deletes a name held by another process at the
+            // leader only: its broadcast `{delete, [{K, Pid}]}` leaves the
+            // holder's registration on every follower. Refused here, as
+            // gproc refuses it for local names.
+            Some([_, holder, _]) if holder != pid => return None,
+            Some(_) => {}
         }
         self.remove_reg(key, pid, &atom("unreg"));
         let delete = tuple(vec![
@@ -2215,8 +2246,8 @@ impl GprocTable {
         )
     }
 
-    /// `gproc_lib:remove_many/4`: like gproc, unique keys go whoever holds
-    /// them, and monitors are not told.
+    /// `gproc_lib:remove_many/4`: the caller's keys go, and (as in gproc)
+    /// their monitors are not told.
     fn munreg(&mut self, kind: &Term, keys: &Term, pid: &Term) -> Option<LeaderReply> {
         let t = name_of(kind)?;
         let keys = elements(keys)?;
@@ -2224,26 +2255,59 @@ impl GprocTable {
             .iter()
             .map(|k| tuple(vec![atom(t), atom("g"), k.clone()]))
             .collect();
-        // gproc fails half-way on a counter that is not there; check first.
+        // gproc fails half-way on a counter or resource that is not there
+        // (or no longer, named twice); check first.
+        let twice = full.iter().enumerate().any(|(i, k)| full[..i].contains(k));
         if matches!(t, "c" | "r")
-            && full
-                .iter()
-                .any(|k| !self.has(&tuple(vec![k.clone(), pid.clone()])))
+            && (twice
+                || full
+                    .iter()
+                    .any(|k| !self.has(&tuple(vec![k.clone(), pid.clone()]))))
         {
             return None;
         }
         let mut objs = Vec::new();
         for key in &full {
+            // gproc removes a unique key whoever holds it, and leaves the
+            // holder's reverse entry behind on every node, where it later
+            // shadows the holder's next registration of the name on the
+            // followers only. Only the caller's own keys go here.
+            if let Some(Term::Tuple(found)) = self.get(&ets_key(key, pid))
+                && let [_, holder, _] = found.elements.as_slice()
+                && holder != pid
+            {
+                continue;
+            }
             let opts = self.get_opts(pid, key);
             objs.extend(self.remove_reg_with(key, pid, &atom("unreg"), &opts));
         }
         if objs.is_empty() {
             return reply(atom("true"), None);
         }
-        reply(
-            atom("true"),
-            Some(vec![tuple(vec![atom("delete"), list(objs)])]),
-        )
+        let mut ops = vec![tuple(vec![atom("delete"), list(objs)])];
+        // gproc moves the aggregate (or resource count) of the counters (or
+        // resources) it removes, but broadcasts only the deletes; followers
+        // get the new value too, as `unreg` sends it.
+        let companion = match t {
+            "c" => Some("a"),
+            "r" => Some("rc"),
+            _ => None,
+        };
+        if let Some(c) = companion {
+            let mut moved = Vec::new();
+            for k in keys {
+                let ckey = tuple(vec![tuple(vec![atom(c), atom("g"), k.clone()]), atom(c)]);
+                if let Some(object) = self.get(&ckey)
+                    && !moved.contains(object)
+                {
+                    moved.push(object.clone());
+                }
+            }
+            if !moved.is_empty() {
+                ops.push(tuple(vec![atom("insert"), list(moved)]));
+            }
+        }
+        reply(atom("true"), Some(ops))
     }
 
     fn set(&mut self, key: &Term, value: &Term, pid: &Term) -> Option<LeaderReply> {
@@ -2421,18 +2485,21 @@ impl GprocTable {
             .collect();
         // gproc writes these deletes as `{delete, L, []}`, which its own
         // followers crash on; the well-formed `{delete, L}` does the same.
+        let drop_rev =
+            !kept.iter().any(|w| fields(w).first() == Some(pid)) && !self.holds(pid, key);
         if kept.is_empty() {
             self.del(&slot);
-            self.del(&rev);
-            return Some(list(vec![tuple(vec![
-                atom("delete"),
-                list(vec![slot, rev]),
-            ])]));
+            let mut gone = vec![slot];
+            if drop_rev {
+                self.del(&rev);
+                gone.push(rev);
+            }
+            return Some(list(vec![tuple(vec![atom("delete"), list(gone)])]));
         }
         let object = tuple(vec![slot, list(kept.clone())]);
         self.put(object.clone());
         let mut ops = vec![tuple(vec![atom("insert"), list(vec![object])])];
-        if !kept.iter().any(|w| fields(w).first() == Some(pid)) {
+        if drop_rev {
             self.del(&rev);
             ops.push(tuple(vec![atom("delete"), list(vec![rev])]));
         }
@@ -2467,6 +2534,15 @@ impl GprocTable {
             sends,
         }
     }
+}
+
+/// Puts `newer` in front of `objects`, dropping older versions of the same
+/// objects. gproc 0.8.0 keeps them all, newest first, so followers that
+/// insert in list order end with the oldest value of an aggregate or a
+/// resource count two of whose counters died together.
+fn prepend_latest(objects: &mut Vec<Term>, newer: Vec<Term>) {
+    objects.retain(|o| !newer.iter().any(|n| fields(n).first() == fields(o).first()));
+    objects.splice(0..0, newer);
 }
 
 /// `add_object`: replace the object with the same key and owner, or append.
