@@ -14,6 +14,12 @@
 %%   @@result Test ok Ms | @@result Test fail Ms Reason
 %%   @@done
 %%
+%% With the environment variable FLACK_GPROC_CAPTURE set to a file name,
+%% the basic group also records what the leader's gproc_dist received
+%% (calls, casts) and sent (broadcasts, replies, messages to processes),
+%% as term_to_binary of [{in, Msg} | {out, To, Msg}] in trace order: the
+%% test vectors of tests/gproc_transcripts.rs.
+%%
 %% Modes: erlang (candidates = the three Erlang nodes), follower (the Rust
 %% node sorts last and joins an Erlang-led cluster), leader (the Rust node
 %% sorts first and leads before any Erlang node starts gproc).
@@ -53,12 +59,21 @@ main([Mode, Stem, Rust, Groups]) ->
     erlang:halt(0).
 
 group(basic, Names) ->
-    with_cluster(Names, fun(Ns) -> [run(T, Ns) || T <- ?BASIC] end);
+    with_cluster(Names, fun(Ns) ->
+                                Capture = start_capture(Ns),
+                                [run(T, Ns) || T <- ?BASIC],
+                                stop_capture(Capture)
+                        end);
 group(join, Names) ->
     %% One setup only, for the join-stall loop of tests/gproc_suite.rs:
     %% report whether every node came to know the leader.
     T0 = erlang:monotonic_time(millisecond),
-    Result = try setup(Names), ok catch C:R -> {C, R} end,
+    Result = try setup(Names), ok
+             catch C:R ->
+                     %% What each node's gen_leader was doing, for the report.
+                     {C, R, [{N, catch sys:get_status({gproc_dist, N}, 2000)}
+                             || N <- persistent_term:get(gproc_suite_started, [])]}
+             end,
     Ms = erlang:monotonic_time(millisecond) - T0,
     report(join, Result, Ms),
     cleanup(Names);
@@ -92,6 +107,7 @@ setup(Names) ->
     Rust = persistent_term:get(gproc_suite_rust),
     Mode == leader andalso harness("@@start_rust"),
     Ns = [start_slave(N) || N <- Names],
+    persistent_term:put(gproc_suite_started, Ns),
     [H | T] = Ns,
     _ = [rpc:call(H, net_adm, ping, [N]) || N <- T],
     Cands = candidates(Ns),
@@ -175,8 +191,90 @@ stop_gproc(Node) ->
         false ->
             erlang:monitor_node(Node, true),
             harness("@@kill_rust"),
-            receive {nodedown, Node} -> ok after 10000 -> still_up end
+            receive {nodedown, Node} -> ok after 10000 -> still_up end,
+            report_reelection()
     end.
+
+%% How long the Erlang nodes take to agree on a new leader; when it is
+%% slow, what each gen_leader was doing (for the harness's log).
+report_reelection() ->
+    Ns = persistent_term:get(gproc_suite_ns),
+    T0 = erlang:monotonic_time(millisecond),
+    Agreed = wait_agreement(Ns, T0 + 20000),
+    Ms = erlang:monotonic_time(millisecond) - T0,
+    say("@@info reelection ~p ms, leaders ~0p", [Ms, Agreed]),
+    Ms > 2000 andalso
+        say("@@info states ~0P",
+            [[{N, catch rpc:call(N, sys, get_state, [gproc_dist, 1000], 2000)} || N <- Ns], 60]),
+    ok.
+
+wait_agreement(Ns, Deadline) ->
+    Leaders = [leader_of(N) || N <- Ns],
+    case lists:usort(Leaders) of
+        [L] when is_atom(L), L =/= undefined, L =/= timeout -> Leaders;
+        _ ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> Leaders;
+                false -> timer:sleep(50), wait_agreement(Ns, Deadline)
+            end
+    end.
+
+%% ------------------------------------------------------------------
+%% Capture of the leader's traffic (FLACK_GPROC_CAPTURE).
+
+start_capture(Ns) ->
+    case os:getenv("FLACK_GPROC_CAPTURE") of
+        false -> none;
+        File ->
+            Leader = rpc:call(hd(Ns), gproc_dist, get_leader, []),
+            Self = self(),
+            Tracer = spawn(Leader, fun() -> tracer(Self) end),
+            receive {Tracer, tracing} -> ok after 5000 -> error(no_tracer) end,
+            {File, Tracer}
+    end.
+
+stop_capture(none) ->
+    ok;
+stop_capture({File, Tracer}) ->
+    Tracer ! {stop, self()},
+    receive
+        {Tracer, Events} ->
+            ok = file:write_file(File, term_to_binary(Events)),
+            say("@@captured ~p events", [length(Events)])
+    after 10000 -> error(no_capture)
+    end.
+
+tracer(Driver) ->
+    Pid = whereis(gproc_dist),
+    erlang:trace(Pid, true, [send, 'receive']),
+    Driver ! {self(), tracing},
+    tracer_loop(Pid, []).
+
+tracer_loop(Pid, Acc) ->
+    receive
+        {trace, Pid, 'receive', Msg} -> tracer_loop(Pid, keep_in(Msg, Acc));
+        {trace, Pid, send, Msg, To} -> tracer_loop(Pid, keep_out(To, Msg, Acc));
+        %% A message to a process that has died is still sent.
+        {trace, Pid, send_to_non_existing_process, Msg, To} ->
+            tracer_loop(Pid, keep_out(To, Msg, Acc));
+        {stop, From} ->
+            erlang:trace(Pid, false, [send, 'receive']),
+            From ! {self(), lists:reverse(Acc)}
+    end.
+
+%% Only gproc_dist's own traffic: calls, casts, broadcasts, replies and
+%% messages to processes; not gen_leader's election and timers.
+keep_in({'$leader_call', _, _} = Msg, Acc) -> [{in, Msg} | Acc];
+keep_in({'$leader_cast', _} = Msg, Acc) -> [{in, Msg} | Acc];
+keep_in({'$gen_call', _, sync} = Msg, Acc) -> [{in, Msg} | Acc];
+keep_in(_, Acc) -> Acc.
+
+keep_out(To, {from_leader, _} = Msg, Acc) -> [{out, To, Msg} | Acc];
+keep_out(To, {_, {leader, reply, _}} = Msg, Acc) -> [{out, To, Msg} | Acc];
+keep_out(To, Msg, Acc) when element(1, Msg) == gproc -> [{out, To, Msg} | Acc];
+%% gen_server:reply/2 to a local sync() caller.
+keep_out(To, {[alias | _], true} = Msg, Acc) -> [{out, To, Msg} | Acc];
+keep_out(_, _, Acc) -> Acc.
 
 %% ------------------------------------------------------------------
 

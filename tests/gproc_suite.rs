@@ -226,7 +226,11 @@ impl Cluster {
         .expect("sys.config");
         let log = std::fs::File::create(node_dir.join(format!("rust-{}.log", self.starts)))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_flack"))
+        // FLACK_BIN: a copy of the binary, so long runs survive rebuilds.
+        let binary = std::env::var_os("FLACK_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_flack")));
+        let child = Command::new(binary)
             .args(["foreground", "--bind", "127.0.0.1"])
             .args(["-sname", &self.rust_name, "-setcookie", COOKIE])
             .arg("--config")
@@ -390,6 +394,12 @@ fn run_driver(env: &Env, mode: Mode, groups: &[&str], epmd_port: u16) -> Vec<Out
                 millis,
                 detail,
             });
+        } else if let Some(info) = line.strip_prefix("@@info ") {
+            println!(
+                "  [{}] {}",
+                mode.arg(),
+                info.chars().take(300).collect::<String>()
+            );
         } else if line.starts_with("@@error") {
             println!("  [{}] driver error: {line}", mode.arg());
         } else if line == "@@done" {
@@ -500,6 +510,36 @@ async fn gproc_suite_rust_leader_20_times() {
         }
     }
     assert!(failures.is_empty(), "failing runs: {failures:?}");
+}
+
+/// Any mode and groups, from the environment: `FLACK_GPROC_MODE`
+/// (`erlang`, `follower`, `leader`) and `FLACK_GPROC_GROUPS` (a comma list
+/// of `basic`, `t_sync_cand_dies`, `t_fail_node`, `t_master_dies`, `join`;
+/// repeat a group to run it again), e.g. to chase a rare failure.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "driven by FLACK_GPROC_MODE and FLACK_GPROC_GROUPS"]
+async fn gproc_suite_custom() {
+    let Some(env) = env() else {
+        return skip_message();
+    };
+    let mode = match std::env::var("FLACK_GPROC_MODE").as_deref() {
+        Ok("erlang") => Mode::Erlang,
+        Ok("follower") => Mode::Follower,
+        _ => Mode::Leader,
+    };
+    let groups = std::env::var("FLACK_GPROC_GROUPS").unwrap_or_else(|_| GROUPS.join(","));
+    let _turn = TURN.lock().await;
+    let epmd = TestEpmd::start().await;
+    let port = epmd.port;
+    let outcomes = tokio::task::spawn_blocking(move || {
+        let groups: Vec<&str> = groups.split(',').collect();
+        run_driver(&env, mode, &groups, port)
+    })
+    .await
+    .expect("driver thread");
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.passed).collect();
+    println!("{} results, {} failed", outcomes.len(), failed.len());
+    assert!(failed.is_empty(), "failed: {failed:?}");
 }
 
 /// 400 setups of three Erlang nodes joining a Rust-led cluster: each must
