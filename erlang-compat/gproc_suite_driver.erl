@@ -14,11 +14,13 @@
 %%   @@result Test ok Ms | @@result Test fail Ms Reason
 %%   @@done
 %%
-%% With the environment variable FLACK_GPROC_CAPTURE set to a file name,
-%% the basic group also records what the leader's gproc_dist received
-%% (calls, casts) and sent (broadcasts, replies, messages to processes),
-%% as term_to_binary of [{in, Msg} | {out, To, Msg}] in trace order: the
-%% test vectors of tests/gproc_transcripts.rs.
+%% With the environment variable FLACK_GPROC_CAPTURE set to a directory,
+%% each group also records, in <Group>.etf, what the leader's gproc_dist
+%% received (calls, casts, candidates going down or joining) and sent
+%% (broadcasts, replies, messages to processes, snapshots), as
+%% term_to_binary of [{in, Msg} | {out, To, Msg}] in trace order: the test
+%% vectors of tests/gproc_transcripts.rs. (The leader is the one of the
+%% start; in t_master_dies it is the one that stops.)
 %%
 %% Modes: erlang (candidates = the three Erlang nodes), follower (the Rust
 %% node sorts last and joins an Erlang-led cluster), leader (the Rust node
@@ -60,7 +62,7 @@ main([Mode, Stem, Rust, Groups]) ->
 
 group(basic, Names) ->
     with_cluster(Names, fun(Ns) ->
-                                Capture = start_capture(Ns),
+                                Capture = start_capture(Ns, basic),
                                 [run(T, Ns) || T <- ?BASIC],
                                 stop_capture(Capture)
                         end);
@@ -79,7 +81,11 @@ group(join, Names) ->
     cleanup(Names);
 group(Test, Names) ->
     case lists:member(Test, ?KILL) of
-        true -> with_cluster(Names, fun(Ns) -> run(Test, Ns) end);
+        true -> with_cluster(Names, fun(Ns) ->
+                                             Capture = start_capture(Ns, Test),
+                                             run(Test, Ns),
+                                             stop_capture(Capture)
+                                     end);
         false -> erlang:error({unknown_group, Test})
     end.
 
@@ -222,10 +228,11 @@ wait_agreement(Ns, Deadline) ->
 %% ------------------------------------------------------------------
 %% Capture of the leader's traffic (FLACK_GPROC_CAPTURE).
 
-start_capture(Ns) ->
+start_capture(Ns, Group) ->
     case os:getenv("FLACK_GPROC_CAPTURE") of
         false -> none;
-        File ->
+        Dir ->
+            File = filename:join(Dir, atom_to_list(Group) ++ ".etf"),
             Leader = rpc:call(hd(Ns), gproc_dist, get_leader, []),
             Self = self(),
             Tracer = spawn(Leader, fun() -> tracer(Self) end),
@@ -258,7 +265,8 @@ tracer_loop(Pid, Acc) ->
         {trace, Pid, send_to_non_existing_process, Msg, To} ->
             tracer_loop(Pid, keep_out(To, Msg, Acc));
         {stop, From} ->
-            erlang:trace(Pid, false, [send, 'receive']),
+            %% The leader may have stopped (t_master_dies).
+            catch erlang:trace(Pid, false, [send, 'receive']),
             From ! {self(), lists:reverse(Acc)}
     end.
 
@@ -267,9 +275,14 @@ tracer_loop(Pid, Acc) ->
 keep_in({'$leader_call', _, _} = Msg, Acc) -> [{in, Msg} | Acc];
 keep_in({'$leader_cast', _} = Msg, Acc) -> [{in, Msg} | Acc];
 keep_in({'$gen_call', _, sync} = Msg, Acc) -> [{in, Msg} | Acc];
+%% A candidate's gproc_dist went down (handle_DOWN), or joins.
+keep_in({ldr, 'DOWN', _} = Msg, Acc) -> [{in, Msg} | Acc];
+keep_in({isLeader, _, _} = Msg, Acc) -> [{in, Msg} | Acc];
+keep_in({notNorm, _, _} = Msg, Acc) -> [{in, Msg} | Acc];
 keep_in(_, Acc) -> Acc.
 
 keep_out(To, {from_leader, _} = Msg, Acc) -> [{out, To, Msg} | Acc];
+keep_out(To, {ldr, _, _, _, _, _} = Msg, Acc) -> [{out, To, Msg} | Acc];
 keep_out(To, {_, {leader, reply, _}} = Msg, Acc) -> [{out, To, Msg} | Acc];
 keep_out(To, Msg, Acc) when element(1, Msg) == gproc -> [{out, To, Msg} | Acc];
 %% gen_server:reply/2 to a local sync() caller.

@@ -99,6 +99,20 @@ fn translate(term: &Term, map: &HashMap<Term, Term>) -> Term {
     }
 }
 
+/// The nodes of every pid in `term`.
+fn pid_nodes(term: &Term, out: &mut Vec<String>) {
+    match term {
+        Term::Pid(pid) => {
+            if !out.contains(&pid.node.name) {
+                out.push(pid.node.name.clone());
+            }
+        }
+        Term::Tuple(t) => t.elements.iter().for_each(|e| pid_nodes(e, out)),
+        Term::List(l) => l.elements.iter().for_each(|e| pid_nodes(e, out)),
+        _ => {}
+    }
+}
+
 /// `(To, Msg)` of an `{out, To, Msg}` event.
 fn out(event: &Term) -> Option<(Term, Term)> {
     match as_tuple(event)? {
@@ -132,10 +146,12 @@ impl Replay {
             .collect();
         followers.sort();
         followers.dedup();
-        let leader = events
-            .iter()
-            .filter_map(out)
-            .filter_map(|(to, _)| node_of(&to))
+        let mut nodes = Vec::new();
+        for event in events {
+            pid_nodes(event, &mut nodes);
+        }
+        let leader = nodes
+            .into_iter()
             .find(|node| !followers.contains(node) && !node.starts_with("master"))
             .expect("a process on the leader's node");
         let mut table = GprocTable::for_node(&leader);
@@ -209,6 +225,32 @@ impl Replay {
                     }
                 };
                 self.sync_effects(effects, &mut sent);
+            }
+            // handle_DOWN: syncs stop waiting for the node, its
+            // registrations go, and it hears no more broadcasts.
+            Some([tag, down, node])
+                if as_atom(tag) == Some("ldr") && as_atom(down) == Some("DOWN") =>
+            {
+                let node = as_atom(node).unwrap_or_default().to_owned();
+                self.followers.retain(|f| *f != node);
+                let effects = self.syncs.node_down(&node);
+                self.sync_effects(effects, &mut sent);
+                let effects = self.table.purge_node_full(&node);
+                sent.extend(effects.sends);
+                if let Some(ops) = effects.broadcast {
+                    sent.extend(self.broadcast(&tuple(vec![atom("from_leader"), ops])));
+                }
+            }
+            // A candidate joins: it gets the snapshot, then broadcasts.
+            Some([tag, _, pid]) if matches!(as_atom(tag), Some("isLeader" | "notNorm")) => {
+                if let Some(node) = node_of(pid)
+                    && !self.followers.contains(&node)
+                {
+                    self.followers.push(node);
+                    self.followers.sort();
+                }
+                let ldr = tuple(vec![atom("ldr"), self.table.snapshot()]);
+                sent.push((pid.clone(), ldr));
             }
             _ => panic!("unexpected received message {received}"),
         }
@@ -308,7 +350,15 @@ fn replay(name: &str) -> usize {
                 .iter()
                 .zip(&captured)
                 .all(|((to_p, m_p), (to_c, m_c))| {
-                    to_p == to_c && same(m_c, m_p, &mut replay.map, &mut replay.back)
+                    // Of an `ldr`, only the snapshot is ours to make: the
+                    // election id, candidates and pid are gen_leader's.
+                    let m_c = match as_tuple(m_c) {
+                        Some([tag, synch, ..]) if as_atom(tag) == Some("ldr") => {
+                            tuple(vec![tag.clone(), synch.clone()])
+                        }
+                        _ => m_c.clone(),
+                    };
+                    to_p == to_c && same(&m_c, m_p, &mut replay.map, &mut replay.back)
                 });
         let show = |list: &[(Term, Term)]| {
             list.iter()
@@ -332,4 +382,18 @@ fn replay(name: &str) -> usize {
 fn the_leader_answers_gprocs_own_suite_as_an_erlang_leader_did() {
     let checked = replay("basic.etf");
     assert!(checked > 100, "only {checked} messages replayed");
+}
+
+/// A candidate's gproc_dist dies while a local `sync()` waits on it: the
+/// sync completes on the DOWN.
+#[test]
+fn a_sync_completes_when_a_candidate_dies() {
+    assert!(replay("t_sync_cand_dies.etf") >= 2);
+}
+
+/// gproc stops on a follower: its registrations are purged (handle_DOWN);
+/// it comes back and gets the snapshot, as the Erlang leader sent it.
+#[test]
+fn a_follower_that_stops_is_purged_and_rejoins_from_the_snapshot() {
+    assert!(replay("t_fail_node.etf") >= 5);
 }
