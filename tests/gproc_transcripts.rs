@@ -102,11 +102,7 @@ fn translate(term: &Term, map: &HashMap<Term, Term>) -> Term {
 /// The nodes of every pid in `term`.
 fn pid_nodes(term: &Term, out: &mut Vec<String>) {
     match term {
-        Term::Pid(pid) => {
-            if !out.contains(&pid.node.name) {
-                out.push(pid.node.name.clone());
-            }
-        }
+        Term::Pid(pid) if !out.contains(&pid.node.name) => out.push(pid.node.name.clone()),
         Term::Tuple(t) => t.elements.iter().for_each(|e| pid_nodes(e, out)),
         Term::List(l) => l.elements.iter().for_each(|e| pid_nodes(e, out)),
         _ => {}
