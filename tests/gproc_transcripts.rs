@@ -13,7 +13,9 @@
 //! sends must be what it sent, message for message and in order: direct
 //! messages, then the broadcast to every follower, then the reply.
 //! References the leader made (monitor refs) are matched one to one, since
-//! ours are made differently.
+//! ours are made differently. Alongside, a follower table of ours applies
+//! what the Erlang leader broadcast to one of its followers, and must hold
+//! the same registrations and waiters as the leader at every step.
 
 use std::collections::HashMap;
 
@@ -336,6 +338,10 @@ fn replay(name: &str) -> usize {
         .collect();
     let sent: Vec<(Term, Term)> = events.iter().filter_map(out).collect();
     let mut cursor = 0;
+    // A follower (ours) applying what the Erlang leader broadcast to the
+    // first follower node; it must hold the leader's registrations.
+    let watched = replay.followers.first().cloned().unwrap_or_default();
+    let mut mirror = GprocTable::for_node(&watched);
     for (index, message) in received.iter().enumerate() {
         let message = translate(message, &replay.map);
         let predicted = normalise(replay.predict(&message));
@@ -368,10 +374,44 @@ fn replay(name: &str) -> usize {
             show(&sent[cursor..(cursor + predicted.len().max(1)).min(sent.len())]),
             show(&predicted),
         );
+        for (to, message) in &captured {
+            if let (Some([_, node]), Some([tag, ops])) = (as_tuple(to), as_tuple(message))
+                && as_atom(node) == Some(watched.as_str())
+                && as_atom(tag) == Some("from_leader")
+                && as_list(ops).is_some()
+            {
+                mirror.apply_full(&translate(ops, &replay.map));
+            }
+        }
+        if name == "basic.etf" {
+            assert_eq!(
+                registrations(&mirror),
+                registrations(&replay.table),
+                "the follower differs after received message {index} ({message})"
+            );
+        }
         cursor = end;
     }
     assert_eq!(cursor, sent.len(), "the leader sent more than we would");
     received.len()
+}
+
+/// Registrations and waiters: what every node of a gproc cluster holds
+/// alike (gproc itself leaves some reverse entries' options to the leader).
+fn registrations(table: &GprocTable) -> Vec<String> {
+    table
+        .objects()
+        .iter()
+        .filter(|o| match as_tuple(o) {
+            Some([_, _, _]) => true,
+            Some([k, _]) => {
+                !matches!(as_tuple(k), Some([Term::Pid(_), _]))
+                    && !matches!(as_tuple(k), Some([p, _]) if as_atom(p) == Some("shared"))
+            }
+            _ => false,
+        })
+        .map(|o| format!("{o}"))
+        .collect()
 }
 
 #[test]
