@@ -343,6 +343,15 @@ impl Cluster {
         if self.sums_exact {
             check_sums(&self.leader)?;
         }
+        // The registration count kept on the side.
+        for table in std::iter::once(&self.leader).chain(&self.followers) {
+            let counted = table
+                .objects()
+                .iter()
+                .filter(|o| as_tuple(o).is_some_and(|f| f.len() == 3))
+                .count();
+            prop_assert_eq!(table.len(), counted);
+        }
         Ok(())
     }
 

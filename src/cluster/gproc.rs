@@ -110,7 +110,7 @@ pub enum Change {
 }
 
 /// A message to send to a process: `(Pid, Message)`.
-pub type Send = (Term, Term);
+pub type Outgoing = (Term, Term);
 
 /// What a leader call produced: the reply, the ops to broadcast first, and
 /// messages gproc sends straight to processes (waiters, monitors).
@@ -122,7 +122,7 @@ pub struct LeaderReply {
     pub broadcast: Option<Term>,
     /// Messages to processes, sent before the broadcast (gproc sends them
     /// from inside the callback, before gen_leader broadcasts).
-    pub sends: Vec<Send>,
+    pub sends: Vec<Outgoing>,
 }
 
 /// What a cast, a node purge or a follower's op list produced.
@@ -133,7 +133,7 @@ pub struct Effects {
     /// Changes for the chat layer.
     pub changes: Vec<Change>,
     /// Messages to processes.
-    pub sends: Vec<Send>,
+    pub sends: Vec<Outgoing>,
 }
 
 /// What a follower must tell the leader after surrendering.
@@ -147,7 +147,7 @@ pub struct Reconciliation {
 }
 
 /// Makes the references the leader hands out (`monitor` refs).
-pub type RefMaker = Arc<dyn Fn() -> Term + std::marker::Send + Sync>;
+pub type RefMaker = Arc<dyn Fn() -> Term + Send + Sync>;
 
 /// A key of the table, ordered as Erlang orders terms (an ordered_set ETS
 /// table), so selections and purges run in gproc's order.
@@ -484,6 +484,9 @@ fn counter_op(current: i64, op: &Term) -> Option<i64> {
 pub struct GprocTable {
     /// gproc's ETS table, global objects only, by their first element.
     ets: BTreeMap<Ordered, Term>,
+    /// How many of them are registrations (3-tuples): the status page asks
+    /// after every message.
+    registrations: usize,
     /// This node (`node()`): which processes are local for notifications.
     node: String,
     /// Nodes up (`[node()|nodes()]`) for standby failover; `None`: all.
@@ -493,7 +496,7 @@ pub struct GprocTable {
     next_ref: u32,
     /// Gathered while an operation runs, then handed out.
     changes: Vec<Change>,
-    sends: Vec<Send>,
+    sends: Vec<Outgoing>,
     /// Ops for deletions the leader learns of from `on_zero` actions
     /// (gproc's `{gproc_unreg, Objs}` to itself), broadcast after the rest.
     extra_ops: Vec<Term>,
@@ -535,7 +538,7 @@ impl GprocTable {
 
     /// Number of registration objects.
     pub fn len(&self) -> usize {
-        self.ets.values().filter(|o| fields(o).len() == 3).count()
+        self.registrations
     }
 
     /// Whether there are no registrations.
@@ -603,6 +606,12 @@ impl GprocTable {
             return;
         };
         let previous = self.ets.insert(Ordered(key), object.clone());
+        let was = previous.as_ref().is_some_and(|p| fields(p).len() == 3);
+        match (was, fields(&object).len() == 3) {
+            (false, true) => self.registrations += 1,
+            (true, false) => self.registrations -= 1,
+            _ => {}
+        }
         self.note_insert(previous.as_ref(), &object);
     }
 
@@ -634,6 +643,9 @@ impl GprocTable {
     /// `ets:delete/2`.
     fn del(&mut self, key: &Term) {
         if let Some(previous) = self.ets.remove(&Ordered(key.clone())) {
+            if fields(&previous).len() == 3 {
+                self.registrations -= 1;
+            }
             self.note_delete(&previous);
         }
     }
@@ -1485,7 +1497,7 @@ impl GprocTable {
         }
     }
 
-    fn take(&mut self) -> (Vec<Change>, Vec<Send>) {
+    fn take(&mut self) -> (Vec<Change>, Vec<Outgoing>) {
         (
             std::mem::take(&mut self.changes),
             std::mem::take(&mut self.sends),
