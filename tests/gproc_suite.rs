@@ -208,6 +208,30 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Starts the Rust node and waits until it answers on its web port.
+    /// Right after the previous one was killed, EPMD may still hold the
+    /// name for a moment (the node then exits: "name already in use"):
+    /// start again.
+    fn start_rust_up(&mut self) -> RustNode {
+        for _ in 0..50 {
+            let mut node = self.start_rust();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if matches!(node.child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                if std::net::TcpStream::connect_timeout(&node.web, Duration::from_millis(200))
+                    .is_ok()
+                {
+                    return node;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the Rust node does not start");
+    }
+
     fn start_rust(&mut self) -> RustNode {
         self.starts += 1;
         let node_dir = self.dir.join("rust");
@@ -355,13 +379,24 @@ fn run_driver(env: &Env, mode: Mode, groups: &[&str], epmd_port: u16) -> Vec<Out
     let mut log = std::fs::File::create(dir.join("driver.log")).expect("driver log");
     let mut rust: Option<RustNode> = None;
     let mut outcomes = Vec::new();
+    // FLACK_GPROC_RACE=<ms>: in leader mode, start the Erlang nodes up to
+    // that long after the Rust node answers, without waiting for it to lead.
+    let race: Option<u64> = std::env::var("FLACK_GPROC_RACE")
+        .ok()
+        .and_then(|ms| ms.parse().ok());
     for line in stdout.lines() {
         let Ok(line) = line else { break };
         let _ = writeln!(log, "{line}");
         if line == "@@start_rust" {
-            let node = cluster.start_rust();
-            let ready = match cluster.mode {
-                Mode::Leader => wait_role(node.web, "leader", Some(&rust_name)),
+            let node = cluster.start_rust_up();
+            let ready = match (cluster.mode, race) {
+                // The Erlang nodes start while the Rust node may still be
+                // electing itself.
+                (Mode::Leader, Some(max)) => {
+                    std::thread::sleep(Duration::from_millis(rand::random::<u64>() % max.max(1)));
+                    Ok(())
+                }
+                (Mode::Leader, None) => wait_role(node.web, "leader", Some(&rust_name)),
                 _ => wait_role(node.web, "follower", None),
             };
             if let Err(error) = ready {
