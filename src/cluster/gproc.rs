@@ -28,18 +28,40 @@
 //! to waiters, `{gproc, unreg, Ref, K}` to monitors, failover), including
 //! aggregated (`a`) and resource (`rc`) counters kept in step with their
 //! counters and resources, and `on_zero` actions. [`GprocTable::purge_node`]
-//! is `handle_DOWN`. Where gproc 0.8.0 would crash its own leader or its
-//! followers (a malformed request, `{delete, L, []}` ops of `cancel_wait`)
-//! or change the leader's table without telling followers (a failed batch
-//! half applied, `maybe_scan` of a refused aggregate, `unreg` of a name
-//! another process holds), this table answers
-//! `badarg`, sends only well-formed ops and changes nothing it does not
-//! broadcast, so followers always hold what the leader holds.
+//! is `handle_DOWN`.
+//!
+//! Where gproc 0.8.0 would crash its own leader or its followers, or leave
+//! followers with a table other than the leader's, this table does what
+//! keeps every node alive and equal (the property test of
+//! `tests/gproc_props.rs` found most of these):
+//!
+//! - a malformed request (bad op, owner, attributes, key; `reg_or_locate`
+//!   with a fun to spawn) is answered `badarg` and changes nothing;
+//! - `cancel_wait` deletes are sent as `{delete, L}`, not `{delete, L, []}`
+//!   (which gproc's own followers crash on);
+//! - an aggregate or resource count starts from its counters only when the
+//!   registration succeeds (gproc's `maybe_scan` also overwrites a holder's
+//!   object when the name is taken, at the leader only);
+//! - `update_counters`, `munreg` of counters/resources and `set` of a
+//!   counter are all or nothing (gproc leaves a failed batch half done at
+//!   the leader, unbroadcast); `munreg` removes the caller's own keys only
+//!   and broadcasts the aggregate it moved; `unreg` of a name another
+//!   process holds is refused (gproc deletes it at the leader only);
+//! - a purge broadcasts one, final, object per aggregate or resource count
+//!   (gproc lists every intermediate value, newest first, so followers end
+//!   with the oldest);
+//! - a process is never its own standby when it dies; an owner that
+//!   demonitors its own name keeps its reverse entry; ending a wait or a
+//!   follow monitor keeps the reverse entry of a process that holds the key;
+//! - snapshots carry the waiters too (gproc's `globs()` leaves them out, so
+//!   a node that joins never tells them).
 //!
 //! As follower, [`GprocTable::apply_full`] runs `from_leader` ops (insert,
 //! delete, notify) and [`GprocTable::surrender`] reconciles with a new
 //! leader's snapshot, producing correctly shaped `add_globals` /
-//! `remove_globals` casts (gproc 0.8.0's own are malformed).
+//! `remove_globals` casts (gproc 0.8.0's own are malformed). It delivers
+//! every `notify` event to this node's processes (gproc's `do_notify` stops
+//! after the first it finds).
 //!
 //! Every change that matters to chat (a user's name, a chat membership, a
 //! counter, a name) is reported as a [`Change`], so the chat directory can
