@@ -232,6 +232,27 @@ impl Core {
         }
     }
 
+    /// Waits until the queue toward `node` keeps an eighth of its places
+    /// free (or there is no such peer), for a process about to answer a
+    /// peer's request: answers then never take the places kept for the
+    /// messages that cannot wait, and never overflow the queue of a peer
+    /// that reads. Meanwhile the process's own bounded mailbox fills, and
+    /// further requests are shed there.
+    pub async fn room_for_answer(&self, node: &str) {
+        let keep_free = (self.config.peer_queue / 8).max(4);
+        loop {
+            let tx = match self.peers.lock().get(node) {
+                Some(slot) => slot.tx.clone(),
+                None => return,
+            };
+            if tx.capacity() > keep_free || tx.is_closed() {
+                return;
+            }
+            drop(tx);
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     /// Sends `msg` to `to`, local or remote.
     pub fn send(self: &Arc<Self>, from: Option<&Pid>, to: &Pid, msg: Term) -> Delivery {
         if self.is_local_node(&to.node) {

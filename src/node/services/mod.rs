@@ -22,6 +22,8 @@ use super::term::{as_atom, as_list, as_tuple, atom, list, tuple};
 
 /// Starts a registered process that answers `gen_server` calls with
 /// `answer(request)` until the node shuts down; other messages are dropped.
+/// Its mailbox holds 1024 messages; while the queue toward a caller's node
+/// has no room for answers it waits, and calls past the mailbox are shed.
 /// This is all `net_kernel` and `rex` need to be for a peer.
 pub(crate) fn serve_calls(
     node: &crate::node::Node,
@@ -48,6 +50,14 @@ pub(crate) fn serve_calls(
             let Some((from, request)) = gen_call(&msg) else {
                 continue;
             };
+            // A flood of calls from one peer waits here, and the excess is
+            // shed by the bounded mailbox, rather than its answers
+            // overflowing the queue toward the peer (which would cut it off).
+            if let Some([Term::Pid(caller), _]) = as_tuple(from)
+                && caller.node.name != *core.name
+            {
+                core.room_for_answer(&caller.node.name).await;
+            }
             core.reply(&pid, from, answer(&core, request));
         }
     });
