@@ -161,7 +161,7 @@ fn node_config(settings: &Settings) -> anyhow::Result<NodeConfig> {
     let mut config = NodeConfig::named(name, &cookie);
     config.hidden = settings.hidden;
     config.net_ticktime = settings.net_ticktime;
-    config.epmd_port = settings.epmd_port;
+    settings.apply_dist(&mut config);
     Ok(config)
 }
 

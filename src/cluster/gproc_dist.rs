@@ -394,7 +394,7 @@ impl Actor {
     }
 
     /// A message in normal operation (gen_leader's `handle_msg`).
-    fn handle_normal(&mut self, _from: Option<Pid>, term: Term) {
+    fn handle_normal(&mut self, from: Option<Pid>, term: Term) {
         let Some(fields) = as_tuple(&term) else {
             debug!(%term, "gproc_dist ignored a message");
             return;
@@ -402,7 +402,7 @@ impl Actor {
         match (fields.first().and_then(as_atom), fields.len()) {
             (Some("$leader_call"), 3) => self.remote_call(&fields[1], &fields[2]),
             (Some("$leader_cast"), 2) => self.cast(fields[1].clone()),
-            (Some("from_leader"), 2) => self.apply_broadcast(&fields[1]),
+            (Some("from_leader"), 2) => self.apply_broadcast(from.as_ref(), &fields[1]),
             (Some("$gen_call"), 3) => self.gen_call(&fields[1], &fields[2]),
             (Some("DOWN"), 5) => self.pid_down(&term),
             _ => {
@@ -507,9 +507,12 @@ impl Actor {
         }
     }
 
-    fn apply_broadcast(&mut self, ops: &Term) {
+    fn apply_broadcast(&mut self, from: Option<&Pid>, ops: &Term) {
         let connected = self.connected();
-        self.election.refresh_down(connected);
+        if !self.election.accept_from_leader(from, connected) {
+            debug!("gproc_dist ignored a from_leader not sent by the leader");
+            return;
+        }
         if let Some([tag, reference]) = as_tuple(ops)
             && as_atom(tag) == Some("sync")
         {

@@ -88,6 +88,15 @@ pub struct Settings {
     pub hidden: bool,
     /// The EPMD port (`ERL_EPMD_PORT`, else 4369).
     pub epmd_port: u16,
+    /// Where an EPMD this node starts listens (`ERL_EPMD_ADDRESS`, with
+    /// loopback added; every interface when unset).
+    pub epmd_addresses: Vec<IpAddr>,
+    /// `-kernel inet_dist_use_interface {A,B,C,D}`: the address the
+    /// distribution listener binds; every interface when not set, as in OTP.
+    pub dist_interface: Option<IpAddr>,
+    /// `-kernel inet_dist_listen_min N [inet_dist_listen_max M]`: the
+    /// distribution port range; any free port when not set.
+    pub dist_ports: Option<(u16, u16)>,
     /// `{kernel, [{net_ticktime, N}]}` or `-kernel net_ticktime N`; 60 s as
     /// in Erlang when not set.
     pub net_ticktime: Duration,
@@ -250,10 +259,24 @@ impl Settings {
         if run.idle_timeout_secs == 0 {
             bail!("--idle-timeout-secs must be at least 1");
         }
+        if let Some((min, max)) = known.dist_ports()
+            && max < min
+        {
+            bail!(
+                "kernel inet_dist_listen_max {max} is below inet_dist_listen_min {min}: no port to listen on"
+            );
+        }
+        let epmd_addresses = crate::node::epmd::server::listen_addresses(
+            std::env::var("ERL_EPMD_ADDRESS").ok().as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(Self {
             listen: SocketAddr::new(run.bind, port),
             static_dir: run.static_dir.clone().unwrap_or_else(default_static_dir),
             epmd_port: crate::node::epmd::port_from_env(),
+            epmd_addresses,
+            dist_interface: known.dist_interface,
+            dist_ports: known.dist_ports(),
             data_dir: run
                 .data_dir
                 .clone()
@@ -282,6 +305,21 @@ impl Settings {
     /// The listen address.
     pub fn bind(&self) -> IpAddr {
         self.listen.ip()
+    }
+
+    /// Puts what these settings say about the distribution port and EPMD
+    /// into a node's configuration: the listener's address and port range,
+    /// the EPMD port and the addresses of an EPMD the node starts.
+    pub fn apply_dist(&self, config: &mut crate::node::NodeConfig) {
+        if let Some(ip) = self.dist_interface {
+            config.listen_ip = ip;
+        }
+        if let Some((min, max)) = self.dist_ports {
+            config.listen_port = min;
+            config.listen_port_max = max;
+        }
+        config.epmd_port = self.epmd_port;
+        config.epmd_addresses.clone_from(&self.epmd_addresses);
     }
 }
 
@@ -404,6 +442,56 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(with_flag.listen.port(), 1004);
+    }
+
+    #[test]
+    fn distribution_interface_and_ports() {
+        let settings = resolve(
+            "foreground",
+            Some("[{kernel, [{inet_dist_use_interface, {127,0,0,2}}, {inet_dist_listen_min, 9100}]}]."),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(
+            settings.dist_interface,
+            Some("127.0.0.2".parse().expect("ip"))
+        );
+        assert_eq!(
+            settings.dist_ports,
+            Some((9100, 9100)),
+            "min alone: exactly"
+        );
+        let vm = "-kernel inet_dist_use_interface {0,0,0,0,0,0,0,1}\n-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9105\n";
+        let settings = resolve("foreground", None, Some(vm)).expect("valid");
+        assert_eq!(settings.dist_interface, Some("::1".parse().expect("ip")));
+        assert_eq!(settings.dist_ports, Some((9100, 9105)));
+        let mut config = crate::node::NodeConfig::local();
+        settings.apply_dist(&mut config);
+        assert_eq!(
+            (config.listen_ip, config.listen_port, config.listen_port_max),
+            ("::1".parse().expect("ip"), 9100, 9105)
+        );
+        let settings =
+            resolve("foreground -kernel inet_dist_listen_max 9105", None, None).expect("valid");
+        assert_eq!(settings.dist_ports, None, "max alone is ignored, as in OTP");
+        assert!(
+            resolve(
+                "foreground -kernel inet_dist_listen_min 9105 inet_dist_listen_max 9100",
+                None,
+                None
+            )
+            .is_err()
+        );
+        let error = resolve(
+            "foreground -kernel inet_dist_use_interface {127,0,0,256}",
+            None,
+            None,
+        )
+        .expect_err("not an address");
+        assert!(
+            error.to_string().contains("not an IP address tuple"),
+            "{error}"
+        );
     }
 
     #[test]

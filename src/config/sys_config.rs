@@ -8,6 +8,11 @@
 //!
 //! - `{flack, [{port, N}]}`: the HTTP and websocket port;
 //! - `{kernel, [{net_ticktime, N}]}`: seconds of the distribution tick;
+//! - `{kernel, [{inet_dist_use_interface, {127,0,0,1}}]}`: the address the
+//!   distribution listener binds (an IPv4 4-tuple or IPv6 8-tuple);
+//! - `{kernel, [{inet_dist_listen_min, N}, {inet_dist_listen_max, M}]}`:
+//!   the distribution port range, with OTP's meaning (min alone: exactly
+//!   that port; max alone: ignored);
 //! - `{gproc, [{gproc_dist, all | [Node] | {[Node], Opts}}]}`: who may lead
 //!   the global registry ([`GprocDist`]);
 //! - `{gproc, [{gproc_dist_workers, [Node]}]}`.
@@ -61,6 +66,12 @@ pub struct KnownEnv {
     pub gproc_dist: Option<GprocDist>,
     /// `{gproc, [{gproc_dist_workers, [Node]}]}`.
     pub gproc_dist_workers: Option<Vec<String>>,
+    /// `{kernel, [{inet_dist_use_interface, IpTuple}]}`.
+    pub dist_interface: Option<std::net::IpAddr>,
+    /// `{kernel, [{inet_dist_listen_min, N}]}`.
+    pub dist_listen_min: Option<u16>,
+    /// `{kernel, [{inet_dist_listen_max, N}]}`.
+    pub dist_listen_max: Option<u16>,
 }
 
 /// A parameter that is wrong: where, and what was expected.
@@ -82,6 +93,24 @@ impl KnownEnv {
             self.gproc_dist_workers
                 .clone_from(&other.gproc_dist_workers);
         }
+        if other.dist_interface.is_some() {
+            self.dist_interface = other.dist_interface;
+        }
+        if other.dist_listen_min.is_some() {
+            self.dist_listen_min = other.dist_listen_min;
+        }
+        if other.dist_listen_max.is_some() {
+            self.dist_listen_max = other.dist_listen_max;
+        }
+    }
+
+    /// The distribution port range as OTP's `inet_tcp_dist` reads it:
+    /// `(min, max)` when `inet_dist_listen_min` is set (max defaults to min),
+    /// else `None` (any free port). `inet_dist_listen_max` alone is ignored,
+    /// as in OTP.
+    pub fn dist_ports(&self) -> Option<(u16, u16)> {
+        let min = self.dist_listen_min?;
+        Some((min, self.dist_listen_max.unwrap_or(min)))
     }
 
     /// Whether flack acts on `{app, [{key, _}]}`.
@@ -92,6 +121,9 @@ impl KnownEnv {
                 | ("kernel", "net_ticktime")
                 | ("gproc", "gproc_dist")
                 | ("gproc", "gproc_dist_workers")
+                | ("kernel", "inet_dist_use_interface")
+                | ("kernel", "inet_dist_listen_min")
+                | ("kernel", "inet_dist_listen_max")
         )
     }
 
@@ -131,6 +163,26 @@ impl KnownEnv {
                 let dist = gproc_dist(value, spans, &mut warnings)?;
                 self.gproc_dist = Some(dist);
             }
+            ("kernel", "inet_dist_use_interface") => {
+                self.dist_interface = Some(ip_tuple(value).ok_or_else(|| {
+                    found(
+                        spans,
+                        "not an IP address tuple ({127,0,0,1} or an IPv6 8-tuple)",
+                        value,
+                    )
+                })?);
+            }
+            ("kernel", key @ ("inet_dist_listen_min" | "inet_dist_listen_max")) => {
+                let port = value
+                    .as_int()
+                    .and_then(|n| u16::try_from(n).ok())
+                    .ok_or_else(|| found(spans, "not a port number (0 to 65535)", value))?;
+                if key == "inet_dist_listen_min" {
+                    self.dist_listen_min = Some(port);
+                } else {
+                    self.dist_listen_max = Some(port);
+                }
+            }
             ("gproc", "gproc_dist_workers") => {
                 self.gproc_dist_workers = Some(node_list(value, spans, &mut warnings)?);
             }
@@ -156,6 +208,30 @@ impl KnownEnv {
                 .map_err(|(_, message)| format!("{flag}: {message}"))?;
         }
         Ok(known)
+    }
+}
+
+/// `{A,B,C,D}` (each 0..=255) or `{A,B,C,D,E,F,G,H}` (each 0..=65535), as
+/// `inet:ip_address()`.
+fn ip_tuple(value: &ErlTerm) -> Option<std::net::IpAddr> {
+    let items = value.as_tuple()?;
+    let parts: Vec<i64> = items.iter().map(ErlTerm::as_int).collect::<Option<_>>()?;
+    match parts.len() {
+        4 => {
+            let b: Vec<u8> = parts
+                .iter()
+                .map(|&n| u8::try_from(n).ok())
+                .collect::<Option<_>>()?;
+            Some(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).into())
+        }
+        8 => {
+            let w: Vec<u16> = parts
+                .iter()
+                .map(|&n| u16::try_from(n).ok())
+                .collect::<Option<_>>()?;
+            Some(std::net::Ipv6Addr::new(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]).into())
+        }
+        _ => None,
     }
 }
 
