@@ -27,6 +27,14 @@ use std::sync::Arc;
 
 use crate::node::Pid;
 
+/// Candidate-timer ticks a node stays in `wait` for an `ldr` that does not
+/// come before it starts an election of its own. gen_leader waits for ever:
+/// the node it acknowledged may have restarted (its new life knows nothing
+/// of the election, and a monitor set on the new life never fires for the
+/// old one), or two nodes may each wait on the other. With the default 5 s
+/// heartbeat this gives a slow leader 10 to 15 s to finish its round.
+pub const WAIT_PATIENCE: u8 = 3;
+
 /// A node name, `name@host`.
 pub type NodeName = Arc<str>;
 
@@ -236,6 +244,9 @@ pub struct Election {
     acks: Vec<NodeName>,
     pendack: Option<NodeName>,
     candidate_timer: bool,
+    /// Candidate-timer ticks spent in the current `wait` without the
+    /// awaited `ldr` (see [`WAIT_PATIENCE`]).
+    wait_ticks: u8,
     /// Candidates whose `ackLeader` came after this node stopped collecting
     /// acknowledgements; they wait for an `ldr` from us that will not come.
     stray_acks: Vec<Pid>,
@@ -273,6 +284,7 @@ impl Election {
             acks: Vec::new(),
             pendack: None,
             candidate_timer: false,
+            wait_ticks: 0,
             stray_acks: Vec::new(),
         }
     }
@@ -469,6 +481,7 @@ impl Election {
         self.mon_pid(from, out);
         self.elid = elid;
         self.status = Status::Wait;
+        self.wait_ticks = 0;
         self.leader_node = Some(from.node.clone());
         self.down.retain(|node| *node != from.node);
     }
@@ -564,6 +577,7 @@ impl Election {
                     }
                     self.elid = elid;
                     self.status = Status::Wait;
+                    self.wait_ticks = 0;
                     self.leader_node = Some(leader.node.clone());
                     self.down.retain(|node| *node != leader.node);
                     self.acks.clear();
@@ -667,7 +681,18 @@ impl Election {
             Input::CandidateTimer => {
                 match self.status {
                     Status::Elec1 => self.probe_lower_candidates(connected, out),
-                    Status::Wait => self.probe_awaited_node(connected, out),
+                    Status::Wait if self.wait_ticks + 1 >= WAIT_PATIENCE => {
+                        // The awaited leader is gone or stuck: elect anew
+                        // (halts and heartbeats every peer answers).
+                        self.wait_ticks = 0;
+                        self.start_stage1(out);
+                        self.has_become_leader(out);
+                        return;
+                    }
+                    Status::Wait => {
+                        self.wait_ticks += 1;
+                        self.probe_awaited_node(connected, out);
+                    }
                     Status::Elec2 | Status::Norm => {}
                 }
                 if self.down.is_empty() {
