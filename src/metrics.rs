@@ -27,6 +27,10 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// Connections closed for idleness.
     pub idle_timeouts: AtomicU64,
+    /// Websocket upgrades refused with 503: the connection limit was reached.
+    pub connections_refused: AtomicU64,
+    /// Websocket upgrades refused with 403: the origin is not allowed.
+    pub origins_refused: AtomicU64,
 }
 
 /// Point-in-time figures that live elsewhere (the registry), added to the
@@ -110,6 +114,18 @@ impl Metrics {
             "counter",
             "Connections closed for idleness.",
             get(&self.idle_timeouts),
+        );
+        metric(
+            "connections_refused_total",
+            "counter",
+            "Websocket upgrades refused because the connection limit was reached.",
+            get(&self.connections_refused),
+        );
+        metric(
+            "origins_refused_total",
+            "counter",
+            "Websocket upgrades refused because the Origin is not allowed.",
+            get(&self.origins_refused),
         );
         metric(
             "rooms",

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 
+use crate::chat::session::SessionLimits;
+use crate::http::origin::AllowedOrigins;
 use cli::RunArgs;
 use erl_args::ErlArgs;
 use sys_config::{GprocDist, KnownEnv, SysConfig};
@@ -80,6 +82,18 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// Time given to sessions to close at shutdown.
     pub shutdown_grace: Duration,
+    /// Longest names and most chats per connection.
+    pub session_limits: SessionLimits,
+    /// Most frames one client message may arrive in.
+    pub max_message_frames: usize,
+    /// Most websocket connections open at once.
+    pub max_connections: usize,
+    /// Longest a client may take to send an HTTP request head.
+    pub header_read_timeout: Duration,
+    /// Longest a websocket client may take to send its `client_hello`.
+    pub handshake_timeout: Duration,
+    /// Who may open websockets from a browser.
+    pub allowed_origins: AllowedOrigins,
     /// `-sname`/`-name`: the node's name, when it is to be distributed.
     pub node_name: Option<NodeName>,
     /// `-setcookie`.
@@ -250,6 +264,31 @@ impl Settings {
         if run.idle_timeout_secs == 0 {
             bail!("--idle-timeout-secs must be at least 1");
         }
+        if run.max_name_bytes < 32 {
+            bail!(
+                "--max-name-bytes {} is too small (at least 32, the length of a generated user_id)",
+                run.max_name_bytes
+            );
+        }
+        for (flag, value) in [
+            ("--max-chats-per-connection", run.max_chats_per_connection),
+            ("--max-message-frames", run.max_message_frames),
+            ("--max-connections", run.max_connections.unwrap_or(1)),
+        ] {
+            if value == 0 {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        for (flag, value) in [
+            ("--header-read-timeout-secs", run.header_read_timeout_secs),
+            ("--handshake-timeout-secs", run.handshake_timeout_secs),
+        ] {
+            if value == 0 {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        let allowed_origins =
+            AllowedOrigins::parse(&run.allowed_origins).map_err(anyhow::Error::msg)?;
         Ok(Self {
             listen: SocketAddr::new(run.bind, port),
             static_dir: run.static_dir.clone().unwrap_or_else(default_static_dir),
@@ -264,6 +303,15 @@ impl Settings {
             outbound_queue: run.outbound_queue.max(1),
             write_timeout: Duration::from_secs(run.write_timeout_secs.max(1)),
             shutdown_grace: Duration::from_secs(run.shutdown_grace_secs),
+            session_limits: SessionLimits {
+                max_name_bytes: run.max_name_bytes,
+                max_chats: run.max_chats_per_connection,
+            },
+            max_message_frames: run.max_message_frames,
+            max_connections: run.max_connections.unwrap_or_else(default_max_connections),
+            header_read_timeout: Duration::from_secs(run.header_read_timeout_secs),
+            handshake_timeout: Duration::from_secs(run.handshake_timeout_secs),
+            allowed_origins,
             node_name,
             cookie: merged.cookie.clone(),
             hidden: merged.hidden,
@@ -283,6 +331,29 @@ impl Settings {
     pub fn bind(&self) -> IpAddr {
         self.listen.ip()
     }
+}
+
+/// Websocket connections allowed when `--max-connections` is not given: the
+/// open-file limit less a reserve (a tenth of it, at least 64) for HTTP
+/// requests such as `/health`, the distribution connections and files.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    max_connections_for(soft)
+}
+
+/// [`default_max_connections`] for an open-file limit of `nofile`.
+fn max_connections_for(nofile: usize) -> usize {
+    let reserve = (nofile / 10).max(64);
+    nofile.saturating_sub(reserve).max(1)
 }
 
 /// The root of the release this binary runs from: the directory above
@@ -404,6 +475,40 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(with_flag.listen.port(), 1004);
+    }
+
+    #[test]
+    fn hardening_defaults_and_flags() {
+        let settings = resolve("foreground", None, None).expect("valid");
+        assert_eq!(settings.session_limits, SessionLimits::default());
+        assert_eq!(settings.max_message_frames, 128);
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(settings.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(settings.allowed_origins, AllowedOrigins::SameHost);
+        assert!(settings.max_connections >= 1);
+        assert_eq!(max_connections_for(1024), 922);
+        assert_eq!(max_connections_for(100), 36);
+        assert_eq!(max_connections_for(1_048_576), 943_719);
+
+        let settings = resolve(
+            "foreground --max-name-bytes 64 --max-chats-per-connection 3 --max-connections 7 --allowed-origins https://a.example,http://b.example:8080",
+            None,
+            None,
+        )
+        .expect("valid");
+        assert_eq!(settings.session_limits.max_name_bytes, 64);
+        assert_eq!(settings.session_limits.max_chats, 3);
+        assert_eq!(settings.max_connections, 7);
+        assert_eq!(
+            settings.allowed_origins,
+            AllowedOrigins::List(vec![
+                "https://a.example".into(),
+                "http://b.example:8080".into()
+            ])
+        );
+        assert!(resolve("foreground --max-name-bytes 8", None, None).is_err());
+        assert!(resolve("foreground --max-connections 0", None, None).is_err());
+        assert!(resolve("foreground --allowed-origins a.example", None, None).is_err());
     }
 
     #[test]
