@@ -118,7 +118,7 @@ async fn names_longer_than_the_limit_are_refused_with_flack_005() {
 #[tokio::test]
 async fn chats_per_connection_are_bounded_and_released_when_the_client_goes() {
     let mut args = run_args();
-    args.max_chats_per_connection = 5;
+    args.max_chats_per_connection = Some(5);
     let node = node_with(args).await;
     let addr = node.local_addr;
 
@@ -317,7 +317,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Result<Vec<u
 #[tokio::test]
 async fn connections_that_never_finish_their_request_head_are_closed() {
     let mut args = run_args();
-    args.header_read_timeout_secs = 1;
+    args.header_read_timeout_secs = Some(1);
     let node = node_with(args).await;
     let addr = node.local_addr;
 
@@ -361,7 +361,7 @@ async fn connections_that_never_finish_their_request_head_are_closed() {
 #[tokio::test]
 async fn a_websocket_that_never_says_hello_is_closed_at_the_handshake_deadline() {
     let mut args = run_args();
-    args.handshake_timeout_secs = 1;
+    args.handshake_timeout_secs = Some(1);
     let node = node_with(args).await;
     let started = Instant::now();
     let mut client = Client::connect(node.local_addr).await;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use crate::chat::session::SessionLimits;
+use crate::chat::session::{DEFAULT_MAX_CHATS, DEFAULT_MAX_NAME_BYTES, SessionLimits};
 use crate::http::origin::AllowedOrigins;
 use cli::RunArgs;
 use erl_args::ErlArgs;
@@ -28,6 +28,13 @@ use vm_args::VmArgs;
 
 /// The port the original flack listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8080;
+
+/// Default of `--max-message-frames`: browsers send every message as one
+/// frame.
+pub const DEFAULT_MAX_MESSAGE_FRAMES: usize = 128;
+
+/// Default of `--header-read-timeout-secs` and `--handshake-timeout-secs`.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
 
 /// Erlang's default `net_ticktime`, in seconds.
 pub const DEFAULT_NET_TICKTIME_SECS: u32 = 60;
@@ -264,31 +271,54 @@ impl Settings {
         if run.idle_timeout_secs == 0 {
             bail!("--idle-timeout-secs must be at least 1");
         }
-        if run.max_name_bytes < 32 {
+        let max_name_bytes = run
+            .max_name_bytes
+            .or(known.max_name_bytes)
+            .unwrap_or(DEFAULT_MAX_NAME_BYTES);
+        if max_name_bytes < 32 {
             bail!(
-                "--max-name-bytes {} is too small (at least 32, the length of a generated user_id)",
-                run.max_name_bytes
+                "max_name_bytes {max_name_bytes} is too small (at least 32, the length of a generated user_id)"
             );
         }
-        for (flag, value) in [
-            ("--max-chats-per-connection", run.max_chats_per_connection),
-            ("--max-message-frames", run.max_message_frames),
-            ("--max-connections", run.max_connections.unwrap_or(1)),
-        ] {
-            if value == 0 {
-                bail!("{flag} must be at least 1");
-            }
-        }
-        for (flag, value) in [
-            ("--header-read-timeout-secs", run.header_read_timeout_secs),
-            ("--handshake-timeout-secs", run.handshake_timeout_secs),
-        ] {
-            if value == 0 {
-                bail!("{flag} must be at least 1");
-            }
-        }
-        let allowed_origins =
-            AllowedOrigins::parse(&run.allowed_origins).map_err(anyhow::Error::msg)?;
+        let positive = |flag: &str, value: Option<usize>| match value {
+            Some(0) => bail!("--{flag} must be at least 1"),
+            other => Ok(other),
+        };
+        let max_chats = positive(
+            "max-chats-per-connection",
+            run.max_chats_per_connection
+                .or(known.max_chats_per_connection),
+        )?
+        .unwrap_or(DEFAULT_MAX_CHATS);
+        let max_message_frames = positive(
+            "max-message-frames",
+            run.max_message_frames.or(known.max_message_frames),
+        )?
+        .unwrap_or(DEFAULT_MAX_MESSAGE_FRAMES);
+        let max_connections = positive(
+            "max-connections",
+            run.max_connections.or(known.max_connections),
+        )?
+        .unwrap_or_else(default_max_connections);
+        let seconds = |flag: &str, value: Option<u64>| match value {
+            Some(0) => bail!("--{flag} must be at least 1"),
+            other => Ok(Duration::from_secs(other.unwrap_or(DEFAULT_TIMEOUT_SECS))),
+        };
+        let header_read_timeout = seconds(
+            "header-read-timeout-secs",
+            run.header_read_timeout_secs
+                .or(known.header_read_timeout_secs),
+        )?;
+        let handshake_timeout = seconds(
+            "handshake-timeout-secs",
+            run.handshake_timeout_secs.or(known.handshake_timeout_secs),
+        )?;
+        let origins = if run.allowed_origins.is_empty() {
+            known.allowed_origins.clone().unwrap_or_default()
+        } else {
+            run.allowed_origins.clone()
+        };
+        let allowed_origins = AllowedOrigins::parse(&origins).map_err(anyhow::Error::msg)?;
         Ok(Self {
             listen: SocketAddr::new(run.bind, port),
             static_dir: run.static_dir.clone().unwrap_or_else(default_static_dir),
@@ -304,13 +334,13 @@ impl Settings {
             write_timeout: Duration::from_secs(run.write_timeout_secs.max(1)),
             shutdown_grace: Duration::from_secs(run.shutdown_grace_secs),
             session_limits: SessionLimits {
-                max_name_bytes: run.max_name_bytes,
-                max_chats: run.max_chats_per_connection,
+                max_name_bytes,
+                max_chats,
             },
-            max_message_frames: run.max_message_frames,
-            max_connections: run.max_connections.unwrap_or_else(default_max_connections),
-            header_read_timeout: Duration::from_secs(run.header_read_timeout_secs),
-            handshake_timeout: Duration::from_secs(run.handshake_timeout_secs),
+            max_message_frames,
+            max_connections,
+            header_read_timeout,
+            handshake_timeout,
             allowed_origins,
             node_name,
             cookie: merged.cookie.clone(),
@@ -509,6 +539,28 @@ mod tests {
         assert!(resolve("foreground --max-name-bytes 8", None, None).is_err());
         assert!(resolve("foreground --max-connections 0", None, None).is_err());
         assert!(resolve("foreground --allowed-origins a.example", None, None).is_err());
+
+        // sys.config < -flack words < --flags, as for the port.
+        let sys =
+            "[{flack, [{max_connections, 11}, {max_name_bytes, 40}, {allowed_origins, '*'}]}].";
+        let settings = resolve("foreground", Some(sys), None).expect("valid");
+        assert_eq!(settings.max_connections, 11);
+        assert_eq!(settings.session_limits.max_name_bytes, 40);
+        assert_eq!(settings.allowed_origins, AllowedOrigins::Any);
+        let settings =
+            resolve("foreground -flack max_connections 12", Some(sys), None).expect("valid");
+        assert_eq!(settings.max_connections, 12);
+        let settings = resolve(
+            "foreground -flack max_connections 12 --max-connections 13 --allowed-origins https://a.example",
+            Some(sys),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(settings.max_connections, 13);
+        assert_eq!(
+            settings.allowed_origins,
+            AllowedOrigins::List(vec!["https://a.example".into()])
+        );
     }
 
     #[test]
