@@ -3,9 +3,9 @@
 //! The loop waits on six things at once: a frame from the client, an event
 //! in the session's mailbox, the overflow flag (the client is too slow), the
 //! idle deadline, the handshake deadline (a client that has not sent its
-//! `client_hello` in time gets CHAT-001), and node shutdown. Frames go through the pure session,
-//! whose [`Step`] is then carried out against the [`Directory`] and the
-//! socket. Events are written in batches: everything already queued goes
+//! `client_hello` in time gets CHAT-001), and node shutdown. Frames go
+//! through the pure session, whose [`Step`] is then carried out against the
+//! [`Directory`] and the socket. Events are written in batches: everything already queued goes
 //! out with one flush.
 //!
 //! However the loop ends, the session leaves its chats and its process ends,
@@ -379,8 +379,9 @@ impl Connection {
     }
 
     async fn send_text(&mut self, text: String) -> Result<(), Ending> {
+        let allowance = write_allowance(self.context.limits.write_timeout, text.len());
         let write = self.socket.send(Message::Text(Utf8Bytes::from(text)));
-        match timeout(self.context.limits.write_timeout, write).await {
+        match timeout(allowance, write).await {
             Ok(Ok(())) => {
                 Metrics::bump(&self.context.metrics.frames_out);
                 Ok(())
@@ -486,10 +487,32 @@ impl Connection {
     }
 }
 
+/// How long one reply of `bytes` may take to write: `write_timeout` for
+/// each MiB begun, so that a large `chat_state` (10 MB for a room of
+/// 100,000) reaches a client that reads at 100 KiB/s or more.
+fn write_allowance(write_timeout: Duration, bytes: usize) -> Duration {
+    let mebibytes = u32::try_from(bytes.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX);
+    write_timeout.saturating_mul(mebibytes)
+}
+
 /// Drives the post in progress, if any, to completion.
 async fn poll_posting(posting: &mut Option<Pin<Box<dyn Future<Output = ()> + Send>>>) {
     match posting {
         Some(post) => post.await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_replies_get_time_in_proportion() {
+        let second = Duration::from_secs(1);
+        assert_eq!(write_allowance(second, 0), second);
+        assert_eq!(write_allowance(second, 1 << 20), second);
+        assert_eq!(write_allowance(second, (1 << 20) + 1), 2 * second);
+        assert_eq!(write_allowance(second, 34_000_000), 33 * second);
     }
 }
