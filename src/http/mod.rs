@@ -13,9 +13,8 @@
 //! - at most [`HttpLimits::max_connections`] websockets are open at once;
 //!   beyond, upgrades get 503 (`flack_connections_refused_total`) while
 //!   plain requests such as `/health` and `/metrics` keep being served;
-//! - the upgraded stream is read through a
-//!   [`FrameGuard`](crate::chat::frames::FrameGuard), which counts frames
-//!   per message;
+//! - the upgraded stream is read through a [`FrameGuard`], which counts
+//!   frames per message;
 //! - no write-buffer cap refuses a large record: a `chat_state` of a room
 //!   of 100,000 members reaches its joiner (see [`websocket_config`]).
 
