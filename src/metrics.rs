@@ -31,6 +31,10 @@ pub struct Metrics {
     pub sequence_requests: AtomicU64,
     /// Cluster: chat events numbered by those requests.
     pub sequenced_events: AtomicU64,
+    /// Websocket upgrades refused with 503: the connection limit was reached.
+    pub connections_refused: AtomicU64,
+    /// Websocket upgrades refused with 403: the origin is not allowed.
+    pub origins_refused: AtomicU64,
 }
 
 /// Point-in-time figures that live elsewhere (the registry), added to the
@@ -126,6 +130,18 @@ impl Metrics {
             "counter",
             "Chat events numbered by the leader, in batches (cluster).",
             get(&self.sequenced_events),
+        );
+        metric(
+            "connections_refused_total",
+            "counter",
+            "Websocket upgrades refused because the connection limit was reached.",
+            get(&self.connections_refused),
+        );
+        metric(
+            "origins_refused_total",
+            "counter",
+            "Websocket upgrades refused because the Origin is not allowed.",
+            get(&self.origins_refused),
         );
         metric(
             "rooms",

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 
+use crate::chat::session::{DEFAULT_MAX_CHATS, DEFAULT_MAX_NAME_BYTES, SessionLimits};
+use crate::http::origin::AllowedOrigins;
 use cli::RunArgs;
 use erl_args::ErlArgs;
 use sys_config::{GprocDist, KnownEnv, SysConfig};
@@ -26,6 +28,13 @@ use vm_args::VmArgs;
 
 /// The port the original flack listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8080;
+
+/// Default of `--max-message-frames`: browsers send every message as one
+/// frame.
+pub const DEFAULT_MAX_MESSAGE_FRAMES: usize = 128;
+
+/// Default of `--header-read-timeout-secs` and `--handshake-timeout-secs`.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
 
 /// Erlang's default `net_ticktime`, in seconds.
 pub const DEFAULT_NET_TICKTIME_SECS: u32 = 60;
@@ -80,6 +89,18 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// Time given to sessions to close at shutdown.
     pub shutdown_grace: Duration,
+    /// Longest names and most chats per connection.
+    pub session_limits: SessionLimits,
+    /// Most frames one client message may arrive in.
+    pub max_message_frames: usize,
+    /// Most websocket connections open at once.
+    pub max_connections: usize,
+    /// Longest a client may take to send an HTTP request head.
+    pub header_read_timeout: Duration,
+    /// Longest a websocket client may take to send its `client_hello`.
+    pub handshake_timeout: Duration,
+    /// Who may open websockets from a browser.
+    pub allowed_origins: AllowedOrigins,
     /// `-sname`/`-name`: the node's name, when it is to be distributed.
     pub node_name: Option<NodeName>,
     /// `-setcookie`.
@@ -270,6 +291,54 @@ impl Settings {
             std::env::var("ERL_EPMD_ADDRESS").ok().as_deref(),
         )
         .map_err(anyhow::Error::msg)?;
+        let max_name_bytes = run
+            .max_name_bytes
+            .or(known.max_name_bytes)
+            .unwrap_or(DEFAULT_MAX_NAME_BYTES);
+        if max_name_bytes < 32 {
+            bail!(
+                "max_name_bytes {max_name_bytes} is too small (at least 32, the length of a generated user_id)"
+            );
+        }
+        let positive = |flag: &str, value: Option<usize>| match value {
+            Some(0) => bail!("--{flag} must be at least 1"),
+            other => Ok(other),
+        };
+        let max_chats = positive(
+            "max-chats-per-connection",
+            run.max_chats_per_connection
+                .or(known.max_chats_per_connection),
+        )?
+        .unwrap_or(DEFAULT_MAX_CHATS);
+        let max_message_frames = positive(
+            "max-message-frames",
+            run.max_message_frames.or(known.max_message_frames),
+        )?
+        .unwrap_or(DEFAULT_MAX_MESSAGE_FRAMES);
+        let max_connections = positive(
+            "max-connections",
+            run.max_connections.or(known.max_connections),
+        )?
+        .unwrap_or_else(default_max_connections);
+        let seconds = |flag: &str, value: Option<u64>| match value {
+            Some(0) => bail!("--{flag} must be at least 1"),
+            other => Ok(Duration::from_secs(other.unwrap_or(DEFAULT_TIMEOUT_SECS))),
+        };
+        let header_read_timeout = seconds(
+            "header-read-timeout-secs",
+            run.header_read_timeout_secs
+                .or(known.header_read_timeout_secs),
+        )?;
+        let handshake_timeout = seconds(
+            "handshake-timeout-secs",
+            run.handshake_timeout_secs.or(known.handshake_timeout_secs),
+        )?;
+        let origins = if run.allowed_origins.is_empty() {
+            known.allowed_origins.clone().unwrap_or_default()
+        } else {
+            run.allowed_origins.clone()
+        };
+        let allowed_origins = AllowedOrigins::parse(&origins).map_err(anyhow::Error::msg)?;
         Ok(Self {
             listen: SocketAddr::new(run.bind, port),
             static_dir: run.static_dir.clone().unwrap_or_else(default_static_dir),
@@ -287,6 +356,15 @@ impl Settings {
             outbound_queue: run.outbound_queue.max(1),
             write_timeout: Duration::from_secs(run.write_timeout_secs.max(1)),
             shutdown_grace: Duration::from_secs(run.shutdown_grace_secs),
+            session_limits: SessionLimits {
+                max_name_bytes,
+                max_chats,
+            },
+            max_message_frames,
+            max_connections,
+            header_read_timeout,
+            handshake_timeout,
+            allowed_origins,
             node_name,
             cookie: merged.cookie.clone(),
             hidden: merged.hidden,
@@ -321,6 +399,29 @@ impl Settings {
         config.epmd_port = self.epmd_port;
         config.epmd_addresses.clone_from(&self.epmd_addresses);
     }
+}
+
+/// Websocket connections allowed when `--max-connections` is not given: the
+/// open-file limit less a reserve (a tenth of it, at least 64) for HTTP
+/// requests such as `/health`, the distribution connections and files.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    max_connections_for(soft)
+}
+
+/// [`default_max_connections`] for an open-file limit of `nofile`.
+fn max_connections_for(nofile: usize) -> usize {
+    let reserve = (nofile / 10).max(64);
+    nofile.saturating_sub(reserve).max(1)
 }
 
 /// The root of the release this binary runs from: the directory above
@@ -491,6 +592,62 @@ mod tests {
         assert!(
             error.to_string().contains("not an IP address tuple"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn hardening_defaults_and_flags() {
+        let settings = resolve("foreground", None, None).expect("valid");
+        assert_eq!(settings.session_limits, SessionLimits::default());
+        assert_eq!(settings.max_message_frames, 128);
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(settings.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(settings.allowed_origins, AllowedOrigins::SameHost);
+        assert!(settings.max_connections >= 1);
+        assert_eq!(max_connections_for(1024), 922);
+        assert_eq!(max_connections_for(100), 36);
+        assert_eq!(max_connections_for(1_048_576), 943_719);
+
+        let settings = resolve(
+            "foreground --max-name-bytes 64 --max-chats-per-connection 3 --max-connections 7 --allowed-origins https://a.example,http://b.example:8080",
+            None,
+            None,
+        )
+        .expect("valid");
+        assert_eq!(settings.session_limits.max_name_bytes, 64);
+        assert_eq!(settings.session_limits.max_chats, 3);
+        assert_eq!(settings.max_connections, 7);
+        assert_eq!(
+            settings.allowed_origins,
+            AllowedOrigins::List(vec![
+                "https://a.example".into(),
+                "http://b.example:8080".into()
+            ])
+        );
+        assert!(resolve("foreground --max-name-bytes 8", None, None).is_err());
+        assert!(resolve("foreground --max-connections 0", None, None).is_err());
+        assert!(resolve("foreground --allowed-origins a.example", None, None).is_err());
+
+        // sys.config < -flack words < --flags, as for the port.
+        let sys =
+            "[{flack, [{max_connections, 11}, {max_name_bytes, 40}, {allowed_origins, '*'}]}].";
+        let settings = resolve("foreground", Some(sys), None).expect("valid");
+        assert_eq!(settings.max_connections, 11);
+        assert_eq!(settings.session_limits.max_name_bytes, 40);
+        assert_eq!(settings.allowed_origins, AllowedOrigins::Any);
+        let settings =
+            resolve("foreground -flack max_connections 12", Some(sys), None).expect("valid");
+        assert_eq!(settings.max_connections, 12);
+        let settings = resolve(
+            "foreground -flack max_connections 12 --max-connections 13 --allowed-origins https://a.example",
+            Some(sys),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(settings.max_connections, 13);
+        assert_eq!(
+            settings.allowed_origins,
+            AllowedOrigins::List(vec!["https://a.example".into()])
         );
     }
 
