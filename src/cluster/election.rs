@@ -482,6 +482,7 @@ impl Election {
         self.elid = elid;
         self.status = Status::Wait;
         self.wait_ticks = 0;
+        self.ensure_candidate_timer(out);
         self.leader_node = Some(from.node.clone());
         self.down.retain(|node| *node != from.node);
     }
@@ -489,10 +490,7 @@ impl Election {
     /// Heartbeat and monitor each node (not this one); starts the
     /// candidate timer on first use.
     fn mon_nodes(&mut self, nodes: &[NodeName], out: &mut Vec<Effect>) {
-        if !self.candidate_timer {
-            self.candidate_timer = true;
-            out.push(Effect::StartCandidateTimer);
-        }
+        self.ensure_candidate_timer(out);
         for node in nodes {
             if *node == self.me {
                 continue;
@@ -512,6 +510,15 @@ impl Election {
         if !self.monitored.contains(&pid.node) {
             self.monitored.push(pid.node.clone());
             out.push(Effect::Monitor(Dest::Pid(pid.clone())));
+        }
+    }
+
+    /// Starts the candidate timer unless it runs. A node in `wait` needs it
+    /// too: it is what ends a wait for an `ldr` that never comes.
+    fn ensure_candidate_timer(&mut self, out: &mut Vec<Effect>) {
+        if !self.candidate_timer {
+            self.candidate_timer = true;
+            out.push(Effect::StartCandidateTimer);
         }
     }
 
@@ -578,6 +585,7 @@ impl Election {
                     self.elid = elid;
                     self.status = Status::Wait;
                     self.wait_ticks = 0;
+                    self.ensure_candidate_timer(out);
                     self.leader_node = Some(leader.node.clone());
                     self.down.retain(|node| *node != leader.node);
                     self.acks.clear();
