@@ -16,9 +16,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +32,7 @@ use tungstenite::{Message, Utf8Bytes};
 use super::event::{ChatEvent, EventKind};
 use super::frames::{FrameGuard, TooManyFrames};
 use super::mailbox::{Mailbox, MailboxSender, mailbox};
+use super::outbound;
 use super::protocol::{ProtocolError, encode};
 use super::session::{Phase, Session, SessionLimits, Step};
 use crate::cluster::directory::{Directory, DirectoryError};
@@ -173,7 +176,10 @@ pub async fn serve(socket: ChatSocket, peer: String, context: Arc<ChatContext>) 
     };
     let ending = connection.run(mailbox).await;
 
-    context.directory.session_ended(&pid).await;
+    // Boxed, like the rarely taken branches of `run`: an idle session's
+    // task is as large as the largest state its future may reach, and an
+    // idle connection should cost what it holds, not what it might await.
+    Box::pin(context.directory.session_ended(&pid)).await;
     context
         .node
         .exit_process(&pid, eetf::Term::from(eetf::Atom::from("normal")));
@@ -211,14 +217,14 @@ impl Connection {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
-                    self.close(CloseCode::Away, "server shutting down").await;
+                    Box::pin(self.close(CloseCode::Away, "server shutting down")).await;
                     return Ending::Shutdown;
                 }
                 () = control.wait_overflow() => {
-                    return self.drop_slow_consumer().await;
+                    return Box::pin(self.drop_slow_consumer()).await;
                 }
                 () = control.wait_terminated() => {
-                    self.close(CloseCode::Error, "session process ended").await;
+                    Box::pin(self.close(CloseCode::Error, "session process ended")).await;
                     return Ending::Killed;
                 }
                 () = poll_posting(&mut self.posting), if self.posting.is_some() => {
@@ -226,7 +232,9 @@ impl Connection {
                 }
                 frame = self.socket.next(), if self.posting.is_none() => {
                     idle_deadline = Instant::now() + limits.idle_timeout;
-                    if let Some(ending) = self.on_frame(frame).await {
+                    // Boxed: handling a frame may await the directory (the
+                    // cluster's leader calls), a large state to carry idle.
+                    if let Some(ending) = Box::pin(self.on_frame(frame)).await {
                         return ending;
                     }
                 }
@@ -240,14 +248,13 @@ impl Connection {
                 }
                 () = sleep_until(hello_deadline), if self.session.phase() == Phase::Hello => {
                     debug!(pid = %self.pid, "no client_hello before the handshake deadline");
-                    return self
-                        .fail(crate::chat::protocol::ProtocolError::hello_expected())
+                    return Box::pin(self.fail(crate::chat::protocol::ProtocolError::hello_expected()))
                         .await
                         .unwrap_or(Ending::Idle);
                 }
                 () = sleep_until(idle_deadline) => {
                     Metrics::bump(&self.context.metrics.idle_timeouts);
-                    self.close(CloseCode::Normal, "idle timeout").await;
+                    Box::pin(self.close(CloseCode::Normal, "idle timeout")).await;
                     return Ending::Idle;
                 }
             }
@@ -380,14 +387,22 @@ impl Connection {
 
     async fn send_text(&mut self, text: String) -> Result<(), Ending> {
         let allowance = write_allowance(self.context.limits.write_timeout, text.len());
-        let write = self.socket.send(Message::Text(Utf8Bytes::from(text)));
+        let write = async {
+            self.socket.flush().await?;
+            let io = self.socket.get_mut();
+            outbound::write_text_frames(io, &[Bytes::from(text)]).await?;
+            io.flush().await?;
+            Ok::<(), tungstenite::Error>(())
+        };
         match timeout(allowance, write).await {
             Ok(Ok(())) => {
                 Metrics::bump(&self.context.metrics.frames_out);
                 Ok(())
             }
             Ok(Err(error)) => Err(Ending::ClientVanished(error.to_string())),
-            Err(_) => Err(self.drop_slow_consumer().await),
+            // Boxed: closing is rare, and inline it would make every
+            // write's (and so every idle session's) state larger.
+            Err(_) => Err(Box::pin(self.drop_slow_consumer()).await),
         }
     }
 
@@ -415,21 +430,22 @@ impl Connection {
         let limits = self.context.limits;
         let metrics = self.context.metrics.clone();
         let batch = async {
-            let mut written = 0u64;
-            self.socket.feed(Message::Text(first)).await?;
-            written += 1;
-            while written < WRITE_BATCH as u64 {
+            let mut payloads: Vec<Bytes> = Vec::with_capacity(8);
+            payloads.push(first.into());
+            while payloads.len() < WRITE_BATCH {
                 match mailbox.events.try_recv() {
                     Ok(event) if self.already_known(&event) => {}
-                    Ok(event) => {
-                        self.socket.feed(Message::Text(event.json.clone())).await?;
-                        written += 1;
-                    }
+                    Ok(event) => payloads.push(event.json.clone().into()),
                     Err(_) => break,
                 }
             }
+            // Whatever tungstenite still holds (a pong) goes out first, so
+            // frames never interleave; then the batch, without a copy.
             self.socket.flush().await?;
-            Ok::<u64, tungstenite::Error>(written)
+            let io = self.socket.get_mut();
+            outbound::write_text_frames(io, &payloads).await?;
+            io.flush().await?;
+            Ok::<u64, tungstenite::Error>(payloads.len() as u64)
         };
         match timeout(limits.write_timeout, batch).await {
             Ok(Ok(written)) => {
@@ -437,7 +453,7 @@ impl Connection {
                 Ok(())
             }
             Ok(Err(error)) => Err(Ending::ClientVanished(error.to_string())),
-            Err(_) => Err(self.drop_slow_consumer().await),
+            Err(_) => Err(Box::pin(self.drop_slow_consumer()).await),
         }
     }
 

@@ -50,7 +50,7 @@ use origin::AllowedOrigins;
 /// Websocket buffer sizes. tungstenite's defaults (128 KiB each) would
 /// dominate the memory of an idle connection; flack frames are small, and
 /// buffers grow on demand for the rare large one.
-const READ_BUFFER_BYTES: usize = 2 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Limits of the HTTP side of the listener.
