@@ -394,7 +394,7 @@ async fn upgrades_beyond_max_connections_get_503_while_health_answers() {
     let (status, body) = get(addr, "/metrics").await;
     assert_eq!(status, 200);
     assert_eq!(metric(&body, "flack_connections_refused_total"), Some(2));
-    assert_eq!(metric(&body, "flack_connections"), Some(3));
+    assert_eq!(metric(&body, "flack_connections_open"), Some(3));
     // A place freed is a place for the next client.
     let mut leaving = clients.pop().expect("a client");
     leaving.send(json!({"record": "client_goodbye"})).await;
