@@ -443,6 +443,32 @@ impl GprocTable {
 
     /// Applies `{from_leader, Ops}` (the `Ops` part). `{sync, _}` and
     /// `{sync_complete, _}` are not lists and are left to the caller.
+    /// The owners of the objects a `from_leader` broadcast inserts (the
+    /// `Pid` of each `{{Key, T}, Pid, Value}`): the pids a follower may
+    /// have to start monitoring after applying it, found without a scan of
+    /// the whole table.
+    pub fn inserted_owners(ops: &Term) -> Vec<eetf::Pid> {
+        let mut owners = Vec::new();
+        for op in elements(ops).unwrap_or_default() {
+            let Term::Tuple(op) = op else { continue };
+            let [Term::Atom(kind), items] = op.elements.as_slice() else {
+                continue;
+            };
+            if kind.name != "insert" {
+                continue;
+            }
+            for object in elements(items).unwrap_or_default() {
+                if let Term::Tuple(object) = object
+                    && let [_, Term::Pid(owner), _] = object.elements.as_slice()
+                    && !owners.contains(owner)
+                {
+                    owners.push(owner.clone());
+                }
+            }
+        }
+        owners
+    }
+
     pub fn apply(&mut self, ops: &Term) -> Vec<Change> {
         let mut changes = Vec::new();
         let Some(ops) = elements(ops) else {
@@ -1081,6 +1107,32 @@ mod tests {
             assert_eq!(table.leader_call(&request).0, badarg(), "{request}");
         }
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_broadcast_names_the_owners_it_inserts() {
+        let mut leader = GprocTable::new();
+        let p = pid("flack3@vm", 380);
+        let q = pid("flack2@vm", 77);
+        let mut seen = Vec::new();
+        for request in [
+            ensure_reg(&p, "bob", "b1"),
+            reg_chat(&p, "foobar"),
+            reg_chat(&q, "foobar"),
+        ] {
+            let (reply, _) = leader.leader_call(&request);
+            seen.extend(GprocTable::inserted_owners(
+                &reply.broadcast.expect("broadcast"),
+            ));
+        }
+        let expected: Vec<eetf::Pid> = [&p, &p, &q]
+            .iter()
+            .map(|term| as_pid(term).cloned().expect("pid"))
+            .collect();
+        assert_eq!(seen, expected);
+        // A delete inserts nothing.
+        let (ops, _) = leader.leader_cast(&tuple(vec![atom("pid_is_DOWN"), p.clone()]));
+        assert!(GprocTable::inserted_owners(&ops.expect("a broadcast")).is_empty());
     }
 
     #[test]

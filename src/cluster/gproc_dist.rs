@@ -521,7 +521,11 @@ impl Actor {
             return;
         }
         let changes = self.table.apply(ops);
-        self.watch_registered_pids();
+        // Only what this broadcast inserted can be a new owner: a scan of
+        // every owner per broadcast made each sequence request cost the
+        // whole registry, and a follower of a busy leader fell behind.
+        let owners = GprocTable::inserted_owners(ops);
+        self.watch_pids(owners.iter().map(Pid::from));
         self.notice(changes);
     }
 
@@ -547,8 +551,13 @@ impl Actor {
     // Registered pids: every node monitors every one, as gproc does.
 
     fn watch_registered_pids(&mut self) {
-        for pid in self.table.owners() {
-            let pid = Pid::from(&pid);
+        let owners = self.table.owners();
+        self.watch_pids(owners.iter().map(Pid::from));
+    }
+
+    /// Monitors each of `pids` on another node not monitored yet.
+    fn watch_pids(&mut self, pids: impl Iterator<Item = Pid>) {
+        for pid in pids {
             if pid.node == self.me || self.monitored_pids.contains(&pid) {
                 continue;
             }
