@@ -59,6 +59,17 @@ wait_port() {
   return 1
 }
 
+# A private EPMD for this run (our own, from the same binary), so nothing is
+# left registered or running afterwards and runs never see each other.
+start_epmd() {
+  local port
+  port=$(free_port)
+  "$flack" epmd -port "$port" 2>"$work/epmd.log" &
+  pids+=($!)
+  export ERL_EPMD_PORT=$port
+  wait_port "$port"
+}
+
 # candidates: the gproc_dist candidate list, as Erlang terms.
 candidates=""
 add_candidate() { candidates="${candidates:+$candidates, }'$1@$host'"; }
@@ -108,6 +119,10 @@ start_erlang() { # NAME
 
 # The lowest-sorted live candidate wins a fresh election: names are chosen so
 # that the intended leader sorts first, and it is started first.
+case "$shape" in
+  rust1|erlang1) ;;
+  *) start_epmd ;;
+esac
 case "$shape" in
   rust1) start_rust bench1 ;;
   rust1c) add_candidate benchr1; start_rust benchr1 ;;
