@@ -59,6 +59,17 @@ wait_port() {
   return 1
 }
 
+# A private EPMD for this run (our own, from the same binary), so nothing is
+# left registered or running afterwards and runs never see each other.
+start_epmd() {
+  local port
+  port=$(free_port)
+  "$flack" epmd -port "$port" 2>"$work/epmd.log" &
+  pids+=($!)
+  export ERL_EPMD_PORT=$port
+  wait_port "$port"
+}
+
 # candidates: the gproc_dist candidate list, as Erlang terms.
 candidates=""
 add_candidate() { candidates="${candidates:+$candidates, }'$1@$host'"; }
@@ -109,6 +120,10 @@ start_erlang() { # NAME
 # The lowest-sorted live candidate wins a fresh election: names are chosen so
 # that the intended leader sorts first, and it is started first.
 case "$shape" in
+  rust1|erlang1) ;;
+  *) start_epmd ;;
+esac
+case "$shape" in
   rust1) start_rust bench1 ;;
   rust1c) add_candidate benchr1; start_rust benchr1 ;;
   rust2|rust3|rust6)
@@ -130,4 +145,36 @@ esac
 # Let the election settle before clients register.
 [ -n "$candidates" ] && sleep 3
 
-"$bench" "$scenario" "${urls[@]}" "${server_args[@]}" --label "$shape" "$@"
+# FLACK_BENCH_PROCESSES=N runs N load generators at once with the same
+# options (one process holds at most the open-file limit of connections:
+# 20,000 here), each with its own rooms and its own exact accounting; a
+# --json FILE becomes FILE.1 ... FILE.N.
+processes=${FLACK_BENCH_PROCESSES:-1}
+if [ "$processes" -le 1 ]; then
+  "$bench" "$scenario" "${urls[@]}" "${server_args[@]}" --label "$shape" "$@"
+  exit
+fi
+args=("$@")
+bench_pids=()
+for i in $(seq 1 "$processes"); do
+  run_args=()
+  for ((j = 0; j < ${#args[@]}; j++)); do
+    if [ "${args[j]}" = "--json" ] && [ $((j + 1)) -lt ${#args[@]} ]; then
+      run_args+=(--json "${args[j + 1]}.$i")
+      j=$((j + 1))
+    else
+      run_args+=("${args[j]}")
+    fi
+  done
+  "$bench" "$scenario" "${urls[@]}" "${server_args[@]}" --label "$shape#$i" "${run_args[@]}" \
+    >"$work/bench.$i.log" 2>&1 &
+  bench_pids+=($!)
+done
+failed=0
+for i in $(seq 1 "$processes"); do
+  wait "${bench_pids[i - 1]}" || failed=$((failed + 1))
+  echo "== load generator $i of $processes"
+  tail -n 60 "$work/bench.$i.log"
+done
+echo "load generators: $((processes - failed)) passed, $failed failed"
+[ "$failed" -eq 0 ]

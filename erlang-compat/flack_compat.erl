@@ -6,6 +6,8 @@
 %% (messages, 'DOWN's, 'EXIT's) to the controller as {agent_got, Msg}.
 %%
 %% Commands: {cmd, From, Ref, Cmd} -> From ! {Ref, Result}.
+%% monitor_many and spawn_burst load a peer for the hardening tests
+%% (tests/hardening_dist.rs).
 -module(flack_compat).
 -export([agent/1, waiter/1]).
 
@@ -81,8 +83,32 @@ run({spawn_echo_on, Node}) ->
     spawn(Node, fun() -> echo_loop() end);
 run({spawn_sink_on, Node}) ->
     spawn(Node, fun() -> sink_loop(0) end);
+run({monitor_many, Target, N}) ->
+    %% N monitors of one remote process, held by a process that waits, so
+    %% the peer's table holds N entries for this node.
+    Self = self(),
+    P = spawn(fun() ->
+                      _ = [erlang:monitor(process, Target) || _ <- lists:seq(1, N)],
+                      Self ! {monitored, self()},
+                      receive stop -> ok end
+              end),
+    receive {monitored, P} -> ok after 60000 -> timeout end;
+run({spawn_burst, Node, N}) ->
+    %% N spawn requests to Node at once, then count the replies and 'DOWN's.
+    Reqs = [erlang:spawn_request(Node, erlang, node, [], [monitor]) || _ <- lists:seq(1, N)],
+    _ = Reqs,
+    count_spawns(N, 0, 0);
 run(halt) -> erlang:halt();
 run(Other) -> {unknown_command, Other}.
+
+count_spawns(N, Replies, Downs) when Replies >= N, Downs >= N -> {Replies, Downs};
+count_spawns(N, Replies, Downs) ->
+    receive
+        {spawn_reply, _, ok, _} -> count_spawns(N, Replies + 1, Downs);
+        {spawn_reply, _, error, _} -> count_spawns(N, Replies + 1, Downs + 1);
+        {'DOWN', _, process, _, _} -> count_spawns(N, Replies, Downs + 1)
+    after 30000 -> {Replies, Downs}
+    end.
 
 bench_recv(0) -> ok;
 bench_recv(N) -> receive {bench, _} -> bench_recv(N - 1) end.

@@ -19,7 +19,8 @@
 #   releases/<version>/vm.args  as the Erlang release's: -sname, -setcookie, ...
 #   releases/<version>/sys.config
 #   static/                     the web client, as static/ is at build time
-#   share/flack/                flack.service (systemd), nginx.conf (proxy)
+#   share/flack/                flack.service (systemd), nginx.conf (proxy),
+#                               flack-dashboard.json (Grafana)
 #   log/, var/                  empty: the node's log and pid file go there
 set -eu
 
@@ -97,7 +98,7 @@ cp rel/vm.args rel/sys.config "$tree/releases/$vsn/"
 if [ -d static ]; then
     cp -R static/. "$tree/static/"
 fi
-cp rel/flack.service rel/nginx.conf "$tree/share/flack/"
+cp rel/flack.service rel/nginx.conf rel/grafana/flack-dashboard.json "$tree/share/flack/"
 
 tar -C "$tree" -czf "$tarball.tmp" bin releases static share log var
 mv "$tarball.tmp" "$tarball"

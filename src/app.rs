@@ -20,7 +20,7 @@ use crate::cluster::gproc_dist::{ClusterStatus, GprocDist as Candidate, GprocDis
 use crate::config::NodeName as ConfigName;
 use crate::config::Settings;
 use crate::config::sys_config::GprocDist;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, HttpLimits};
 use crate::metrics::Metrics;
 use crate::node::identity::NodeName;
 use crate::node::{Node, NodeConfig};
@@ -43,6 +43,12 @@ impl RunningNode {
     /// How many Rust nodes' fan-out processes this node knows.
     pub fn fanout_count(&self) -> usize {
         self.directory.fanout_count()
+    }
+
+    /// The chat directory, for tests that fill rooms without a connection
+    /// per member.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
     }
 
     /// This node's view of the gproc_dist cluster, when it is in one.
@@ -82,6 +88,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
             max_frame_bytes: settings.max_frame_bytes,
             outbound_queue: settings.outbound_queue,
             write_timeout: settings.write_timeout,
+            handshake_timeout: settings.handshake_timeout,
+            max_message_frames: settings.max_message_frames,
+            session: settings.session_limits,
         },
         shutdown: shutdown.clone(),
         records: Arc::default(),
@@ -103,6 +112,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
         chat,
         sessions: TaskTracker::new(),
         node_name,
+        http: Arc::new(HttpLimits {
+            max_connections: settings.max_connections,
+            header_read_timeout: settings.header_read_timeout,
+            allowed_origins: settings.allowed_origins.clone(),
+        }),
+        websockets: Arc::default(),
     };
     let router = http::router(state.clone(), settings.static_dir.clone());
     info!(listen = %local_addr, static_dir = %settings.static_dir.display(), "flack node serving");
@@ -161,7 +176,7 @@ fn node_config(settings: &Settings) -> anyhow::Result<NodeConfig> {
     let mut config = NodeConfig::named(name, &cookie);
     config.hidden = settings.hidden;
     config.net_ticktime = settings.net_ticktime;
-    config.epmd_port = settings.epmd_port;
+    settings.apply_dist(&mut config);
     Ok(config)
 }
 

@@ -28,5 +28,15 @@ for scenario in idle fanout flood churn; do
     failed=$((failed + 1))
   fi
 done
+# A two-node Rust cluster with many small rooms spread over both nodes: every
+# event crosses nodes and every chat's sequence comes from the leader, so a
+# lost or duplicated delivery in the cluster path fails here.
+echo "-- flack-bench flood --smoke on a two-node cluster (200 rooms x 6)"
+if FLACK_BIN="$flack" FLACK_BENCH_BIN="$bench" benches/cluster.sh rust2 flood --smoke \
+  --rooms 200 --members 6 --senders 2; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+fi
 echo "bench smoke: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

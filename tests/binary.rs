@@ -114,7 +114,7 @@ async fn serves_on_the_erlang_style_port_and_stops_on_sigterm() {
     let (status, content_type, body) = get(port, "/metrics").await;
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/plain"));
-    assert!(body.contains("flack_connections 0"));
+    assert!(body.contains("flack_connections_open 0"));
 
     let addr = format!("127.0.0.1:{port}").parse().expect("address");
     let mut client = Client::login(addr, "operator").await;

@@ -1,10 +1,11 @@
 //! One websocket connection: the I/O loop around a [`Session`].
 //!
-//! The loop waits on five things at once: a frame from the client, an event
+//! The loop waits on six things at once: a frame from the client, an event
 //! in the session's mailbox, the overflow flag (the client is too slow), the
-//! idle deadline, and node shutdown. Frames go through the pure session,
-//! whose [`Step`] is then carried out against the [`Directory`] and the
-//! socket. Events are written in batches: everything already queued goes
+//! idle deadline, the handshake deadline (a client that has not sent its
+//! `client_hello` in time gets CHAT-001), and node shutdown. Frames go
+//! through the pure session, whose [`Step`] is then carried out against the
+//! [`Directory`] and the socket. Events are written in batches: everything already queued goes
 //! out with one flush.
 //!
 //! However the loop ends, the session leaves its chats and its process ends,
@@ -15,16 +16,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, Utf8Bytes};
 
 use super::event::{ChatEvent, EventKind};
+use super::frames::{FrameGuard, TooManyFrames};
 use super::mailbox::{Mailbox, MailboxSender, mailbox};
+use super::outbound;
 use super::protocol::{ProtocolError, encode};
-use super::session::{Session, Step};
+use super::session::{Phase, Session, SessionLimits, Step};
 use crate::cluster::directory::{Directory, DirectoryError};
 use crate::cluster::records::DecodeCache;
 use crate::metrics::Metrics;
@@ -33,6 +43,10 @@ use crate::node::{Delivery, Inbox, Node, Pid};
 /// Close code for a client that could not keep up with its chats (4000-4999
 /// is the range RFC 6455 leaves to applications).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+
+/// A client's websocket: the upgraded HTTP connection, read through a
+/// [`FrameGuard`].
+pub type ChatSocket = WebSocketStream<FrameGuard<TokioIo<Upgraded>>>;
 
 /// How long closing waits for the client's side of the close handshake.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -67,6 +81,12 @@ pub struct ConnectionLimits {
     pub outbound_queue: usize,
     /// Longest a single write to a client may take.
     pub write_timeout: Duration,
+    /// Longest a client may take to send its `client_hello`.
+    pub handshake_timeout: Duration,
+    /// Most frames one client message may arrive in.
+    pub max_message_frames: usize,
+    /// Longest names and most chats.
+    pub session: SessionLimits,
 }
 
 /// Why a connection ended, for the log line.
@@ -131,7 +151,7 @@ impl Inbox for SessionInbox {
 }
 
 /// Runs one connection to its end.
-pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
+pub async fn serve(socket: ChatSocket, peer: String, context: Arc<ChatContext>) {
     let metrics = &context.metrics;
     Metrics::bump(&metrics.connections_total);
     metrics
@@ -148,7 +168,7 @@ pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
 
     let mut connection = Connection {
         socket,
-        session: Session::new(),
+        session: Session::with_limits(context.limits.session),
         pid: pid.clone(),
         route,
         context: context.clone(),
@@ -156,7 +176,10 @@ pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
     };
     let ending = connection.run(mailbox).await;
 
-    context.directory.session_ended(&pid).await;
+    // Boxed, like the rarely taken branches of `run`: an idle session's
+    // task is as large as the largest state its future may reach, and an
+    // idle connection should cost what it holds, not what it might await.
+    Box::pin(context.directory.session_ended(&pid)).await;
     context
         .node
         .exit_process(&pid, eetf::Term::from(eetf::Atom::from("normal")));
@@ -171,7 +194,7 @@ pub async fn serve(socket: WebSocket, peer: String, context: Arc<ChatContext>) {
 }
 
 struct Connection {
-    socket: WebSocket,
+    socket: ChatSocket,
     session: Session,
     pid: Pid,
     route: MailboxSender,
@@ -189,18 +212,19 @@ impl Connection {
         let shutdown = self.context.shutdown.clone();
         let control = mailbox.control.clone();
         let mut idle_deadline = Instant::now() + limits.idle_timeout;
+        let hello_deadline = Instant::now() + limits.handshake_timeout;
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
-                    self.close(close_code::AWAY, "server shutting down").await;
+                    Box::pin(self.close(CloseCode::Away, "server shutting down")).await;
                     return Ending::Shutdown;
                 }
                 () = control.wait_overflow() => {
-                    return self.drop_slow_consumer().await;
+                    return Box::pin(self.drop_slow_consumer()).await;
                 }
                 () = control.wait_terminated() => {
-                    self.close(close_code::ERROR, "session process ended").await;
+                    Box::pin(self.close(CloseCode::Error, "session process ended")).await;
                     return Ending::Killed;
                 }
                 () = poll_posting(&mut self.posting), if self.posting.is_some() => {
@@ -208,7 +232,9 @@ impl Connection {
                 }
                 frame = self.socket.next(), if self.posting.is_none() => {
                     idle_deadline = Instant::now() + limits.idle_timeout;
-                    if let Some(ending) = self.on_frame(frame).await {
+                    // Boxed: handling a frame may await the directory (the
+                    // cluster's leader calls), a large state to carry idle.
+                    if let Some(ending) = Box::pin(self.on_frame(frame)).await {
                         return ending;
                     }
                 }
@@ -220,9 +246,15 @@ impl Connection {
                         return ending;
                     }
                 }
+                () = sleep_until(hello_deadline), if self.session.phase() == Phase::Hello => {
+                    debug!(pid = %self.pid, "no client_hello before the handshake deadline");
+                    return Box::pin(self.fail(crate::chat::protocol::ProtocolError::hello_expected()))
+                        .await
+                        .unwrap_or(Ending::Idle);
+                }
                 () = sleep_until(idle_deadline) => {
                     Metrics::bump(&self.context.metrics.idle_timeouts);
-                    self.close(close_code::NORMAL, "idle timeout").await;
+                    Box::pin(self.close(CloseCode::Normal, "idle timeout")).await;
                     return Ending::Idle;
                 }
             }
@@ -230,14 +262,20 @@ impl Connection {
     }
 
     /// Handles one read from the socket; `Some` ends the connection.
-    async fn on_frame(&mut self, frame: Option<Result<Message, axum::Error>>) -> Option<Ending> {
+    async fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, tungstenite::Error>>,
+    ) -> Option<Ending> {
         let step = match frame {
             None => return Some(Ending::ClientClosed),
             Some(Err(error)) => {
-                if is_capacity_error(&error) {
+                if matches!(error, tungstenite::Error::Capacity(_)) {
                     Metrics::bump(&self.context.metrics.frames_in);
                     self.session
                         .on_oversized(self.context.limits.max_frame_bytes)
+                } else if let Some(limit) = TooManyFrames::find(&error) {
+                    Metrics::bump(&self.context.metrics.frames_in);
+                    self.session.on_too_many_frames(limit)
                 } else {
                     return Some(Ending::ClientVanished(error.to_string()));
                 }
@@ -255,7 +293,7 @@ impl Connection {
                     Message::Text(text) => self.session.on_text(text.as_str()),
                     Message::Binary(_) => self.session.on_binary(),
                     // Control frames: tungstenite answers pings itself.
-                    Message::Ping(_) | Message::Pong(_) => return None,
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
                     Message::Close(_) => return Some(Ending::ClientClosed),
                 }
             }
@@ -335,7 +373,7 @@ impl Connection {
     /// process would crash on the gproc timeout; this one closes with 1011.
     async fn unavailable(&mut self, error: DirectoryError) -> Ending {
         warn!(pid = %self.pid, %error, "closing a connection: the registry is unavailable");
-        self.close(close_code::ERROR, "registry unavailable").await;
+        self.close(CloseCode::Error, "registry unavailable").await;
         Ending::Unavailable(error.to_string())
     }
 
@@ -348,14 +386,23 @@ impl Connection {
     }
 
     async fn send_text(&mut self, text: String) -> Result<(), Ending> {
-        let write = self.socket.send(Message::Text(Utf8Bytes::from(text)));
-        match timeout(self.context.limits.write_timeout, write).await {
+        let allowance = write_allowance(self.context.limits.write_timeout, text.len());
+        let write = async {
+            self.socket.flush().await?;
+            let io = self.socket.get_mut();
+            outbound::write_text_frames(io, &[Bytes::from(text)]).await?;
+            io.flush().await?;
+            Ok::<(), tungstenite::Error>(())
+        };
+        match timeout(allowance, write).await {
             Ok(Ok(())) => {
                 Metrics::bump(&self.context.metrics.frames_out);
                 Ok(())
             }
             Ok(Err(error)) => Err(Ending::ClientVanished(error.to_string())),
-            Err(_) => Err(self.drop_slow_consumer().await),
+            // Boxed: closing is rare, and inline it would make every
+            // write's (and so every idle session's) state larger.
+            Err(_) => Err(Box::pin(self.drop_slow_consumer()).await),
         }
     }
 
@@ -383,21 +430,22 @@ impl Connection {
         let limits = self.context.limits;
         let metrics = self.context.metrics.clone();
         let batch = async {
-            let mut written = 0u64;
-            self.socket.feed(Message::Text(first)).await?;
-            written += 1;
-            while written < WRITE_BATCH as u64 {
+            let mut payloads: Vec<Bytes> = Vec::with_capacity(8);
+            payloads.push(first.into());
+            while payloads.len() < WRITE_BATCH {
                 match mailbox.events.try_recv() {
                     Ok(event) if self.already_known(&event) => {}
-                    Ok(event) => {
-                        self.socket.feed(Message::Text(event.json.clone())).await?;
-                        written += 1;
-                    }
+                    Ok(event) => payloads.push(event.json.clone().into()),
                     Err(_) => break,
                 }
             }
+            // Whatever tungstenite still holds (a pong) goes out first, so
+            // frames never interleave; then the batch, without a copy.
             self.socket.flush().await?;
-            Ok::<u64, axum::Error>(written)
+            let io = self.socket.get_mut();
+            outbound::write_text_frames(io, &payloads).await?;
+            io.flush().await?;
+            Ok::<u64, tungstenite::Error>(payloads.len() as u64)
         };
         match timeout(limits.write_timeout, batch).await {
             Ok(Ok(written)) => {
@@ -405,14 +453,17 @@ impl Connection {
                 Ok(())
             }
             Ok(Err(error)) => Err(Ending::ClientVanished(error.to_string())),
-            Err(_) => Err(self.drop_slow_consumer().await),
+            Err(_) => Err(Box::pin(self.drop_slow_consumer()).await),
         }
     }
 
     async fn drop_slow_consumer(&mut self) -> Ending {
         Metrics::bump(&self.context.metrics.slow_clients_dropped);
-        self.close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
-            .await;
+        self.close(
+            CloseCode::from(CLOSE_SLOW_CONSUMER),
+            "slow consumer: outbound queue full",
+        )
+        .await;
         Ending::SlowConsumer
     }
 
@@ -435,10 +486,14 @@ impl Connection {
             }
         };
         let _ = timeout(CLOSE_LINGER, drain).await;
+        let guard = self.socket.get_mut();
+        if guard.tripped() {
+            guard.discard_input(CLOSE_LINGER).await;
+        }
     }
 
     /// Sends a close frame, giving up quickly on a client that does not read.
-    async fn close(&mut self, code: u16, reason: &'static str) {
+    async fn close(&mut self, code: CloseCode, reason: &'static str) {
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
@@ -446,6 +501,14 @@ impl Connection {
         let _ = timeout(CLOSE_LINGER, self.socket.send(Message::Close(Some(frame)))).await;
         self.linger().await;
     }
+}
+
+/// How long one reply of `bytes` may take to write: `write_timeout` for
+/// each MiB begun, so that a large `chat_state` (10 MB for a room of
+/// 100,000) reaches a client that reads at 100 KiB/s or more.
+fn write_allowance(write_timeout: Duration, bytes: usize) -> Duration {
+    let mebibytes = u32::try_from(bytes.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX);
+    write_timeout.saturating_mul(mebibytes)
 }
 
 /// Drives the post in progress, if any, to completion.
@@ -456,15 +519,16 @@ async fn poll_posting(posting: &mut Option<Pin<Box<dyn Future<Output = ()> + Sen
     }
 }
 
-/// Whether a read failed because the client sent more than the frame limit.
-fn is_capacity_error(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = current.downcast_ref::<tungstenite::Error>()
-        {
-            return true;
-        }
-        source = current.source();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_replies_get_time_in_proportion() {
+        let second = Duration::from_secs(1);
+        assert_eq!(write_allowance(second, 0), second);
+        assert_eq!(write_allowance(second, 1 << 20), second);
+        assert_eq!(write_allowance(second, (1 << 20) + 1), 2 * second);
+        assert_eq!(write_allowance(second, 34_000_000), 33 * second);
     }
-    false
 }

@@ -124,6 +124,30 @@ impl ProtocolError {
             format!("Frame exceeds the limit of {limit} bytes"),
         )
     }
+
+    /// FLACK-005 (new): a `user_name`, `user_id` or `chat_name` longer than
+    /// the configured limit, in bytes of UTF-8.
+    pub fn field_too_long(field: &str, limit: usize) -> Self {
+        Self::new("FLACK-005", format!("Field {field} exceeds {limit} bytes"))
+    }
+
+    /// FLACK-006 (new): a `join_chat` beyond the number of chats one
+    /// connection may be in at once.
+    pub fn too_many_chats(limit: usize) -> Self {
+        Self::new(
+            "FLACK-006",
+            format!("Too many chats joined: the limit is {limit}"),
+        )
+    }
+
+    /// FLACK-007 (new): a message sent in more frames (fragments, and
+    /// control frames between them) than the configured limit.
+    pub fn too_many_frames(limit: usize) -> Self {
+        Self::new(
+            "FLACK-007",
+            format!("Message exceeds the limit of {limit} frames"),
+        )
+    }
 }
 
 impl std::fmt::Display for ProtocolError {

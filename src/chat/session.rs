@@ -6,6 +6,11 @@
 //! and the set of chats this connection has joined. It does no I/O: the
 //! connection task carries out each [`Step`] against the chat directory and
 //! the websocket, which keeps every rule testable without a socket.
+//!
+//! It also enforces what one client may make the server keep: names of at
+//! most [`SessionLimits::max_name_bytes`] (FLACK-005) and at most
+//! [`SessionLimits::max_chats`] chats at once (FLACK-006). Everything a
+//! session registers is released when its connection ends.
 
 use std::collections::HashSet;
 
@@ -71,12 +76,39 @@ pub enum Step {
     Fail(ProtocolError),
 }
 
+/// Default of [`SessionLimits::max_name_bytes`]: far more than any real
+/// name, small enough that a `chat_state` of 100,000 members stays bounded.
+pub const DEFAULT_MAX_NAME_BYTES: usize = 256;
+
+/// Default of [`SessionLimits::max_chats`].
+pub const DEFAULT_MAX_CHATS: usize = 100;
+
+/// What one client may make the server keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Longest `user_name`, `user_id` and `chat_name`, in bytes of UTF-8
+    /// (FLACK-005 beyond).
+    pub max_name_bytes: usize,
+    /// Most chats one connection may be in at once (FLACK-006 beyond).
+    pub max_chats: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_name_bytes: DEFAULT_MAX_NAME_BYTES,
+            max_chats: DEFAULT_MAX_CHATS,
+        }
+    }
+}
+
 /// One connection's conversation state.
 #[derive(Debug)]
 pub struct Session {
     phase: Phase,
     identity: Option<Identity>,
     chats: HashSet<String>,
+    limits: SessionLimits,
 }
 
 impl Default for Session {
@@ -86,12 +118,18 @@ impl Default for Session {
 }
 
 impl Session {
-    /// A session waiting for `client_hello`.
+    /// A session waiting for `client_hello`, with the default limits.
     pub fn new() -> Self {
+        Self::with_limits(SessionLimits::default())
+    }
+
+    /// A session waiting for `client_hello`, with these limits.
+    pub fn with_limits(limits: SessionLimits) -> Self {
         Self {
             phase: Phase::Hello,
             identity: None,
             chats: HashSet::new(),
+            limits,
         }
     }
 
@@ -143,12 +181,40 @@ impl Session {
         self.fail(ProtocolError::frame_too_large(limit))
     }
 
+    /// Handles a message sent in more frames than allowed (FLACK-007).
+    pub fn on_too_many_frames(&mut self, limit: usize) -> Step {
+        self.fail(ProtocolError::too_many_frames(limit))
+    }
+
     fn fail(&mut self, error: ProtocolError) -> Step {
         self.phase = Phase::Closed;
         Step::Fail(error)
     }
 
+    /// FLACK-005 for the first name in `record` over the limit.
+    fn oversized_name(&self, record: &ClientRecord) -> Option<ProtocolError> {
+        let limit = self.limits.max_name_bytes;
+        let fields: [(&str, Option<&String>); 2] = match record {
+            ClientRecord::Authenticate { user_name, user_id } => [
+                ("user_name", user_name.as_ref()),
+                ("user_id", user_id.as_ref()),
+            ],
+            ClientRecord::JoinChat { chat_name } => [("chat_name", chat_name.as_ref()), ("", None)],
+            ClientRecord::ChatMessage { chat_name, .. } | ClientRecord::LeaveChat { chat_name } => {
+                [("chat_name", Some(chat_name)), ("", None)]
+            }
+            ClientRecord::Ping | ClientRecord::ClientGoodbye => [("", None), ("", None)],
+        };
+        fields
+            .into_iter()
+            .find(|(_, value)| value.is_some_and(|value| value.len() > limit))
+            .map(|(field, _)| ProtocolError::field_too_long(field, limit))
+    }
+
     fn on_record(&mut self, record: ClientRecord) -> Step {
+        if let Some(error) = self.oversized_name(&record) {
+            return self.fail(error);
+        }
         if self.phase == Phase::Authenticating {
             return match record {
                 ClientRecord::Authenticate {
@@ -179,6 +245,8 @@ impl Session {
             } => {
                 if self.chats.contains(&chat) {
                     self.fail(ProtocolError::already_joined())
+                } else if self.chats.len() >= self.limits.max_chats {
+                    self.fail(ProtocolError::too_many_chats(self.limits.max_chats))
                 } else {
                     self.chats.insert(chat.clone());
                     Step::Join { chat }
@@ -361,6 +429,48 @@ mod tests {
         );
         assert_eq!(session.phase(), Phase::Closed);
         assert_eq!(session.chats().count(), 0);
+    }
+
+    #[test]
+    fn names_and_chats_are_bounded() {
+        let limits = SessionLimits {
+            max_name_bytes: 8,
+            max_chats: 2,
+        };
+        let mut session = Session::with_limits(limits);
+        session.on_text(HELLO);
+        assert_eq!(
+            session.on_text(r#"{"record":"authenticate","user_name":"123456789"}"#),
+            Step::Fail(ProtocolError::field_too_long("user_name", 8))
+        );
+        let mut session = Session::with_limits(limits);
+        session.on_text(HELLO);
+        let step =
+            session.on_text(r#"{"record":"authenticate","user_name":"ann","user_id":"123456789"}"#);
+        assert_eq!(code(step), "FLACK-005");
+        let mut session = Session::with_limits(limits);
+        session.on_text(HELLO);
+        // Eight bytes of UTF-8 are fewer than eight characters.
+        assert!(matches!(
+            session.on_text(r#"{"record":"authenticate","user_name":"ééé"}"#),
+            Step::Authenticate(_)
+        ));
+        assert_eq!(
+            code(session.on_text(r#"{"record":"join_chat","chat_name":"éééé€"}"#)),
+            "FLACK-005"
+        );
+        let mut session = Session::with_limits(limits);
+        session.on_text(HELLO);
+        session.on_text(r#"{"record":"authenticate","user_name":"ann"}"#);
+        session.on_text(r#"{"record":"join_chat","chat_name":"a"}"#);
+        session.on_text(r#"{"record":"leave_chat","chat_name":"a"}"#);
+        session.on_text(r#"{"record":"join_chat","chat_name":"b"}"#);
+        session.on_text(r#"{"record":"join_chat","chat_name":"c"}"#);
+        assert_eq!(
+            session.on_text(r#"{"record":"join_chat","chat_name":"d"}"#),
+            Step::Fail(ProtocolError::too_many_chats(2))
+        );
+        assert_eq!(session.phase(), Phase::Closed);
     }
 
     #[test]

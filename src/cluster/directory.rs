@@ -35,7 +35,7 @@ use eetf::Term;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::gproc::Change;
@@ -83,6 +83,18 @@ const STREAM_CAPACITY: usize = 128;
 
 /// How long a chat's stream waits for events before it retires.
 const STREAM_IDLE: Duration = Duration::from_secs(5);
+
+/// Chats whose numbers one `update_counters` request may reserve.
+const RESERVATIONS_PER_REQUEST: usize = 512;
+
+/// A chat stream's request for sequence numbers, waiting to be sent to the
+/// leader together with other chats' (see [`Directory::reserve_together`]).
+struct Reservation {
+    chat: Arc<str>,
+    count: u64,
+    /// Told the last number reserved.
+    reply: oneshot::Sender<u64>,
+}
 
 /// The version of the fan-out protocol this node speaks, registered as the
 /// value of its `{n,g,{flack_fanout, Node}}`. Version 2 takes
@@ -140,6 +152,9 @@ pub struct Directory {
     /// precede the event at the leader even though its reply has not
     /// arrived here yet.
     joining: Mutex<HashMap<Arc<str>, Vec<Pid>>>,
+    /// Cluster: where chat streams queue their requests for numbers, so
+    /// that one leader call serves every chat that is waiting.
+    reservations: OnceLock<mpsc::Sender<Reservation>>,
 }
 
 fn sequence_name(chat: &str) -> Term {
@@ -148,6 +163,37 @@ fn sequence_name(chat: &str) -> Term {
 
 fn sequence_key(chat: &str) -> Term {
     tuple(vec![atom("c"), atom("g"), sequence_name(chat)])
+}
+
+/// The reply to `update_counters`, `[{Key, Pid, Value}]`, as the last
+/// value of each chat's `{c,g,{flack_seq, Chat}}`; empty for anything else
+/// (`badarg`).
+fn counter_values(reply: &Term) -> HashMap<String, u64> {
+    let mut values = HashMap::new();
+    let Term::List(items) = reply else {
+        return values;
+    };
+    for item in &items.elements {
+        let Some([key, _, Term::FixInteger(value)]) = crate::node::term::as_tuple(item) else {
+            continue;
+        };
+        let Some([_, _, name]) = crate::node::term::as_tuple(key) else {
+            continue;
+        };
+        let Some([tag, Term::Binary(chat)]) = crate::node::term::as_tuple(name) else {
+            continue;
+        };
+        if as_atom(tag) != Some("flack_seq") {
+            continue;
+        }
+        if let (Ok(chat), Ok(value)) = (
+            String::from_utf8(chat.bytes.clone()),
+            u64::try_from(value.value),
+        ) {
+            values.insert(chat, value);
+        }
+    }
+    values
 }
 
 fn chat_key(chat: &str) -> Term {
@@ -169,12 +215,102 @@ impl Directory {
             fanouts: Mutex::new(HashMap::new()),
             streams: Streams::new(STREAM_CAPACITY, STREAM_IDLE),
             joining: Mutex::new(HashMap::new()),
+            reservations: OnceLock::new(),
         })
     }
 
     /// Switches to cluster mode: from now on writes go through `gproc`.
     pub fn join_cluster(&self, gproc: GprocDist) {
         let _ = self.cluster.set(gproc);
+        let (queue, requests) = mpsc::channel(RESERVATIONS_PER_REQUEST * 4);
+        if self.reservations.set(queue).is_ok() {
+            tokio::spawn(Self::reserve_together(self.this.clone(), requests));
+        }
+    }
+
+    /// Serves chat streams' requests for numbers a batch at a time: what
+    /// queues while a leader call is in flight goes out in the next one.
+    /// Chats whose counter has a known owner are served by one
+    /// `update_counters` (gproc_dist's batch of counter updates, one
+    /// broadcast for all); a chat without one, or a batch the leader
+    /// refuses, goes through [`Directory::reserve_sequences`] chat by chat,
+    /// each in a task of its own so that no chat waits for another's.
+    async fn reserve_together(this: Weak<Self>, mut requests: mpsc::Receiver<Reservation>) {
+        let mut batch = Vec::with_capacity(RESERVATIONS_PER_REQUEST);
+        while let Some(first) = requests.recv().await {
+            batch.push(first);
+            while batch.len() < RESERVATIONS_PER_REQUEST {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            let Some(directory) = this.upgrade() else {
+                return;
+            };
+            directory.reserve_batch(&mut batch).await;
+            batch.clear();
+        }
+    }
+
+    async fn reserve_batch(self: &Arc<Self>, batch: &mut Vec<Reservation>) {
+        let mut together = Vec::new();
+        {
+            let counters = self.counters.lock();
+            for request in batch.drain(..) {
+                match counters.get(&request.chat).and_then(|c| c.owner.clone()) {
+                    Some(owner) => together.push((request, owner)),
+                    None => self.reserve_alone(request),
+                }
+            }
+        }
+        if together.len() < 2 {
+            for (request, _) in together {
+                self.reserve_alone(request);
+            }
+            return;
+        }
+        let mut increments = Vec::with_capacity(together.len());
+        for (request, owner) in &together {
+            let Ok(increment) = i32::try_from(request.count) else {
+                continue;
+            };
+            increments.push(tuple(vec![
+                sequence_key(&request.chat),
+                Term::Pid(owner.clone()),
+                Term::from(eetf::FixInteger::from(increment)),
+            ]));
+        }
+        let request = tuple(vec![atom("update_counters"), list(increments)]);
+        let values = match self.call(request).await {
+            Ok(reply) => counter_values(&reply),
+            Err(_) => HashMap::new(),
+        };
+        let mut numbered = 0;
+        for (request, _) in together {
+            match values.get(&*request.chat) {
+                Some(&last) => {
+                    numbered += request.count;
+                    let _ = request.reply.send(last);
+                }
+                // Refused as a whole (an owner gone, a leader without
+                // update_counters): one chat at a time.
+                None => self.reserve_alone(request),
+            }
+        }
+        if numbered > 0 {
+            Metrics::bump(&self.metrics.sequence_requests);
+            Metrics::add(&self.metrics.sequenced_events, numbered);
+        }
+    }
+
+    /// Reserves one chat's numbers with its own leader calls, in a task.
+    fn reserve_alone(self: &Arc<Self>, request: Reservation) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let last = this.reserve_sequences(&request.chat, request.count).await;
+            let _ = request.reply.send(last);
+        });
     }
 
     /// The cluster candidate, in cluster mode.
@@ -905,7 +1041,23 @@ impl Directory {
 
 impl Sink<Pending> for Directory {
     fn reserve<'a>(&'a self, chat: &'a Arc<str>, count: u64) -> BoxFuture<'a, u64> {
-        self.reserve_sequences(chat, count).boxed()
+        async move {
+            if let Some(queue) = self.reservations.get() {
+                let (reply, last) = oneshot::channel();
+                let request = Reservation {
+                    chat: chat.clone(),
+                    count,
+                    reply,
+                };
+                if queue.send(request).await.is_ok()
+                    && let Ok(last) = last.await
+                {
+                    return last;
+                }
+            }
+            self.reserve_sequences(chat, count).await
+        }
+        .boxed()
     }
 
     fn emit<'a>(

@@ -27,6 +27,14 @@ use std::sync::Arc;
 
 use crate::node::Pid;
 
+/// Candidate-timer ticks a node stays in `wait` for an `ldr` that does not
+/// come before it starts an election of its own. gen_leader waits for ever:
+/// the node it acknowledged may have restarted (its new life knows nothing
+/// of the election, and a monitor set on the new life never fires for the
+/// old one), or two nodes may each wait on the other. With the default 5 s
+/// heartbeat this gives a slow leader 10 to 15 s to finish its round.
+pub const WAIT_PATIENCE: u8 = 3;
+
 /// A node name, `name@host`.
 pub type NodeName = Arc<str>;
 
@@ -236,6 +244,9 @@ pub struct Election {
     acks: Vec<NodeName>,
     pendack: Option<NodeName>,
     candidate_timer: bool,
+    /// Candidate-timer ticks spent in the current `wait` without the
+    /// awaited `ldr` (see [`WAIT_PATIENCE`]).
+    wait_ticks: u8,
     /// Candidates whose `ackLeader` came after this node stopped collecting
     /// acknowledgements; they wait for an `ldr` from us that will not come.
     stray_acks: Vec<Pid>,
@@ -273,6 +284,7 @@ impl Election {
             acks: Vec::new(),
             pendack: None,
             candidate_timer: false,
+            wait_ticks: 0,
             stray_acks: Vec::new(),
         }
     }
@@ -366,6 +378,29 @@ impl Election {
         self.down.retain(|node| !connected(node));
     }
 
+    /// Whether a `{from_leader, Ops}` sent by `sender` may be applied, and if
+    /// so, [`Election::refresh_down`] as gen_leader does on one. Only the
+    /// current leader's broadcasts count, and only on a follower in normal
+    /// operation: an Erlang `from_leader` carries no sender, but on the wire
+    /// it comes as a `REG_SEND` from the leader's `gproc_dist`, so a
+    /// broadcast from anyone else (or with no sender) is a forgery and must
+    /// not change this node's view: before this check any connected peer
+    /// could take a candidate out of the leader's down list for good.
+    pub fn accept_from_leader(
+        &mut self,
+        sender: Option<&Pid>,
+        connected: impl Fn(&str) -> bool,
+    ) -> bool {
+        let from_leader = !self.in_election
+            && !self.is_leader()
+            && sender.is_some()
+            && sender == self.leader.as_ref();
+        if from_leader {
+            self.refresh_down(connected);
+        }
+        from_leader
+    }
+
     /// Handles one input; `connected` tells whether a node's connection is up.
     pub fn handle(&mut self, input: Input, connected: impl Fn(&str) -> bool) -> Vec<Effect> {
         let mut out = Vec::new();
@@ -446,6 +481,8 @@ impl Election {
         self.mon_pid(from, out);
         self.elid = elid;
         self.status = Status::Wait;
+        self.wait_ticks = 0;
+        self.ensure_candidate_timer(out);
         self.leader_node = Some(from.node.clone());
         self.down.retain(|node| *node != from.node);
     }
@@ -453,10 +490,7 @@ impl Election {
     /// Heartbeat and monitor each node (not this one); starts the
     /// candidate timer on first use.
     fn mon_nodes(&mut self, nodes: &[NodeName], out: &mut Vec<Effect>) {
-        if !self.candidate_timer {
-            self.candidate_timer = true;
-            out.push(Effect::StartCandidateTimer);
-        }
+        self.ensure_candidate_timer(out);
         for node in nodes {
             if *node == self.me {
                 continue;
@@ -476,6 +510,15 @@ impl Election {
         if !self.monitored.contains(&pid.node) {
             self.monitored.push(pid.node.clone());
             out.push(Effect::Monitor(Dest::Pid(pid.clone())));
+        }
+    }
+
+    /// Starts the candidate timer unless it runs. A node in `wait` needs it
+    /// too: it is what ends a wait for an `ldr` that never comes.
+    fn ensure_candidate_timer(&mut self, out: &mut Vec<Effect>) {
+        if !self.candidate_timer {
+            self.candidate_timer = true;
+            out.push(Effect::StartCandidateTimer);
         }
     }
 
@@ -541,6 +584,8 @@ impl Election {
                     }
                     self.elid = elid;
                     self.status = Status::Wait;
+                    self.wait_ticks = 0;
+                    self.ensure_candidate_timer(out);
                     self.leader_node = Some(leader.node.clone());
                     self.down.retain(|node| *node != leader.node);
                     self.acks.clear();
@@ -644,7 +689,18 @@ impl Election {
             Input::CandidateTimer => {
                 match self.status {
                     Status::Elec1 => self.probe_lower_candidates(connected, out),
-                    Status::Wait => self.probe_awaited_node(connected, out),
+                    Status::Wait if self.wait_ticks + 1 >= WAIT_PATIENCE => {
+                        // The awaited leader is gone or stuck: elect anew
+                        // (halts and heartbeats every peer answers).
+                        self.wait_ticks = 0;
+                        self.start_stage1(out);
+                        self.has_become_leader(out);
+                        return;
+                    }
+                    Status::Wait => {
+                        self.wait_ticks += 1;
+                        self.probe_awaited_node(connected, out);
+                    }
                     Status::Elec2 | Status::Norm => {}
                 }
                 if self.down.is_empty() {
@@ -893,5 +949,87 @@ impl Election {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(node: &str, id: u32) -> Pid {
+        Pid::new(Arc::from(node), id, 0, 1)
+    }
+
+    fn names(nodes: &[&str]) -> Vec<NodeName> {
+        nodes.iter().map(|n| Arc::from(*n)).collect()
+    }
+
+    /// `a@h` alone of three candidates: it leads with `b@h` and `c@h` down.
+    fn leader_with_two_down() -> Election {
+        let mut e = Election::new(
+            Arc::from("a@h"),
+            pid("a@h", 1),
+            names(&["a@h", "b@h", "c@h"]),
+            1,
+        );
+        e.start();
+        e.handle(Input::Down(Arc::from("b@h")), |_| false);
+        e.handle(Input::Down(Arc::from("c@h")), |_| false);
+        assert!(e.is_leader(), "{:?}", e.status());
+        assert_eq!(e.down().len(), 2, "{:?}", e.down());
+        e
+    }
+
+    #[test]
+    fn a_from_leader_from_anyone_but_the_leader_changes_nothing() {
+        let mut e = leader_with_two_down();
+        // b@h connects and sends {from_leader, garbage}: the leader is us.
+        for sender in [Some(pid("b@h", 9)), None, Some(pid("a@h", 1))] {
+            assert!(!e.accept_from_leader(sender.as_ref(), |_| true));
+            assert_eq!(e.down(), &names(&["c@h", "b@h"])[..], "{sender:?}");
+        }
+
+        // A follower takes broadcasts from its leader only.
+        let mut f = Election::new(
+            Arc::from("b@h"),
+            pid("b@h", 1),
+            names(&["a@h", "b@h", "c@h"]),
+            1,
+        );
+        f.start();
+        let leader = pid("a@h", 1);
+        let elid = Elid {
+            pos: 1,
+            incarnation: 1,
+            round: 0,
+        };
+        f.handle(
+            Input::Message(Message::HasLeader {
+                leader: leader.clone(),
+                elid,
+                from: leader.clone(),
+            }),
+            |_| true,
+        );
+        f.handle(Input::Down(Arc::from("c@h")), |_| false);
+        f.handle(
+            Input::Message(Message::Ldr {
+                synch: eetf::Term::from(eetf::List::nil()),
+                elid,
+                workers: Vec::new(),
+                candidates: names(&["a@h", "b@h", "c@h"]),
+                from: leader.clone(),
+            }),
+            |_| true,
+        );
+        assert!(!f.in_election(), "{:?}", f.status());
+        assert_eq!(f.leader(), Some(&leader));
+        let down_before = f.down().to_vec();
+        assert_eq!(down_before, names(&["c@h"]));
+        assert!(!f.accept_from_leader(Some(&pid("c@h", 3)), |_| true));
+        assert!(!f.accept_from_leader(None, |_| true));
+        assert_eq!(f.down(), &down_before[..], "a stranger changed the view");
+        assert!(f.accept_from_leader(Some(&leader), |_| true));
+        assert!(f.down().is_empty(), "the leader's broadcast refreshes it");
     }
 }

@@ -1531,6 +1531,34 @@ impl GprocTable {
     // ---------------------------------------------------------------
     // Follower side.
 
+    /// The pids a `from_leader` broadcast inserts objects for (the owner of
+    /// each `{{Key, T}, Pid, Value}`, the pid of each reverse entry
+    /// `{{Pid, Key}, Opts}`), each once: the pids a follower may have to
+    /// start monitoring after applying it (gproc's `insert_globals`
+    /// monitors both), found without a scan of the whole table.
+    pub fn inserted_owners(ops: &Term) -> Vec<eetf::Pid> {
+        let mut owners: Vec<eetf::Pid> = Vec::new();
+        for op in elements(ops).unwrap_or_default() {
+            let [kind, items] = fields(op) else { continue };
+            if !is_atom(kind, "insert") {
+                continue;
+            }
+            for object in elements(items).unwrap_or_default() {
+                let found = match fields(object) {
+                    [_, owner, _] => as_pid(owner),
+                    [key, _] => fields(key).first().and_then(as_pid),
+                    _ => None,
+                };
+                if let Some(pid) = found
+                    && !owners.contains(pid)
+                {
+                    owners.push(pid.clone());
+                }
+            }
+        }
+        owners
+    }
+
     /// Applies `{from_leader, Ops}` (the `Ops` part) and reports the
     /// changes. `{sync, _}` and `{sync_complete, _}` are not lists and are
     /// left to the caller.
@@ -2860,6 +2888,32 @@ mod tests {
             assert_eq!(table.leader_call(&request).0, badarg(), "{request}");
         }
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_broadcast_names_the_owners_it_inserts() {
+        let mut leader = GprocTable::new();
+        let p = pid("flack3@vm", 380);
+        let q = pid("flack2@vm", 77);
+        let mut seen = Vec::new();
+        for request in [
+            ensure_reg(&p, "bob", "b1"),
+            reg_chat(&p, "foobar"),
+            reg_chat(&q, "foobar"),
+        ] {
+            let (reply, _) = leader.leader_call(&request);
+            seen.extend(GprocTable::inserted_owners(
+                &reply.broadcast.expect("broadcast"),
+            ));
+        }
+        let expected: Vec<eetf::Pid> = [&p, &p, &q]
+            .iter()
+            .map(|term| as_pid(term).cloned().expect("pid"))
+            .collect();
+        assert_eq!(seen, expected);
+        // A delete inserts nothing.
+        let (ops, _) = leader.leader_cast(&tuple(vec![atom("pid_is_DOWN"), p.clone()]));
+        assert!(GprocTable::inserted_owners(&ops.expect("a broadcast")).is_empty());
     }
 
     #[test]

@@ -401,7 +401,7 @@ impl Actor {
     }
 
     /// A message in normal operation (gen_leader's `handle_msg`).
-    fn handle_normal(&mut self, _from: Option<Pid>, term: Term) {
+    fn handle_normal(&mut self, from: Option<Pid>, term: Term) {
         let Some(fields) = as_tuple(&term) else {
             debug!(%term, "gproc_dist ignored a message");
             return;
@@ -409,7 +409,7 @@ impl Actor {
         match (fields.first().and_then(as_atom), fields.len()) {
             (Some("$leader_call"), 3) => self.remote_call(&fields[1], &fields[2]),
             (Some("$leader_cast"), 2) => self.cast(fields[1].clone()),
-            (Some("from_leader"), 2) => self.apply_broadcast(&fields[1]),
+            (Some("from_leader"), 2) => self.apply_broadcast(from.as_ref(), &fields[1]),
             (Some("$gen_call"), 3) => self.gen_call(&fields[1], &fields[2]),
             (Some("DOWN"), 5) => self.pid_down(&term),
             _ => {
@@ -556,22 +556,25 @@ impl Actor {
         }
     }
 
-    fn apply_broadcast(&mut self, ops: &Term) {
+    fn apply_broadcast(&mut self, from: Option<&Pid>, ops: &Term) {
         let connected = self.connected();
-        self.election.refresh_down(connected);
-        if let Some([tag, from]) = as_tuple(ops) {
+        if !self.election.accept_from_leader(from, connected) {
+            debug!("gproc_dist ignored a from_leader not sent by the leader");
+            return;
+        }
+        if let Some([tag, caller]) = as_tuple(ops) {
             match as_atom(tag) {
                 // Everything broadcast before this has been applied: say so.
                 Some("sync") => {
-                    let reply = tuple(vec![atom("sync_reply"), atom(&self.me), from.clone()]);
+                    let reply = tuple(vec![atom("sync_reply"), atom(&self.me), caller.clone()]);
                     self.cast(reply);
                     return;
                 }
                 Some("sync_complete") => {
-                    if self.is_local_from(from) {
-                        self.node.reply(&self.pid, from, atom("true"));
+                    if self.is_local_from(caller) {
+                        self.node.reply(&self.pid, caller, atom("true"));
                     } else {
-                        self.syncs.forget(from);
+                        self.syncs.forget(caller);
                     }
                     return;
                 }
@@ -579,7 +582,11 @@ impl Actor {
             }
         }
         let effects = self.table.apply_full(ops);
-        self.watch_registered_pids();
+        // Only what this broadcast inserted can be a new owner: a scan of
+        // every owner per broadcast made each sequence request cost the
+        // whole registry, and a follower of a busy leader fell behind.
+        let owners = GprocTable::inserted_owners(ops);
+        self.watch_pids(owners.iter().map(Pid::from));
         self.notice(effects.changes);
         self.deliver(effects.sends);
     }
@@ -692,8 +699,13 @@ impl Actor {
     // Registered pids: every node monitors every one, as gproc does.
 
     fn watch_registered_pids(&mut self) {
-        for pid in self.table.owners() {
-            let pid = Pid::from(&pid);
+        let owners = self.table.owners();
+        self.watch_pids(owners.iter().map(Pid::from));
+    }
+
+    /// Monitors each of `pids` on another node not monitored yet.
+    fn watch_pids(&mut self, pids: impl Iterator<Item = Pid>) {
+        for pid in pids {
             if pid.node == self.me || self.monitored_pids.contains(&pid) {
                 continue;
             }
@@ -706,35 +718,8 @@ impl Actor {
     /// gproc's `ensure_monitor` for the pids a leader op just inserted
     /// (owners and reverse entries), without scanning the whole table.
     fn watch_pids_in(&mut self, ops: &Term) {
-        let mut pids = Vec::new();
-        for op in crate::node::term::as_list(ops).unwrap_or_default() {
-            let Some([kind, objects]) = as_tuple(op) else {
-                continue;
-            };
-            if as_atom(kind) != Some("insert") {
-                continue;
-            }
-            for object in crate::node::term::as_list(objects).unwrap_or_default() {
-                match as_tuple(object) {
-                    Some([_, Term::Pid(owner), _]) => pids.push(owner.clone()),
-                    Some([key, _]) => {
-                        if let Some([Term::Pid(pid), _]) = as_tuple(key) {
-                            pids.push(pid.clone());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        for pid in pids {
-            let pid = Pid::from(&pid);
-            if pid.node == self.me || self.monitored_pids.contains(&pid) {
-                continue;
-            }
-            let reference = self.node.monitor(&self.pid, &pid);
-            self.monitored_pids.insert(pid.clone());
-            self.pid_monitors.insert(reference, pid);
-        }
+        let owners = GprocTable::inserted_owners(ops);
+        self.watch_pids(owners.iter().map(Pid::from));
     }
 
     fn pid_down(&mut self, term: &Term) {

@@ -62,6 +62,40 @@ pub struct RunArgs {
     /// Seconds given to open connections to close on shutdown.
     #[arg(long, default_value_t = 5)]
     pub shutdown_grace_secs: u64,
+    /// Longest user_name, user_id and chat_name a client may send, in bytes
+    /// (FLACK-005 beyond) [default: 256, or `{flack, [{max_name_bytes, N}]}`].
+    #[arg(long)]
+    pub max_name_bytes: Option<usize>,
+    /// Most chats one connection may be in at once (FLACK-006 beyond)
+    /// [default: 100, or `{flack, [{max_chats_per_connection, N}]}`].
+    #[arg(long)]
+    pub max_chats_per_connection: Option<usize>,
+    /// Most websocket frames one client message may be sent in: its
+    /// fragments and the control frames between them (FLACK-007 beyond)
+    /// [default: 128, or `{flack, [{max_message_frames, N}]}`].
+    #[arg(long)]
+    pub max_message_frames: Option<usize>,
+    /// Most websocket connections open at once; further upgrades get HTTP
+    /// 503 while /health and /metrics keep answering [default: the open-file
+    /// limit minus a reserve of a tenth, at least 64; or `{flack,
+    /// [{max_connections, N}]}`].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a complete HTTP request head (also the
+    /// longest a kept-alive HTTP connection waits for its next request)
+    /// [default: 10, or `{flack, [{header_read_timeout_secs, N}]}`].
+    #[arg(long)]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a websocket client has to send its client_hello after the
+    /// upgrade [default: 10, or `{flack, [{handshake_timeout_secs, N}]}`].
+    #[arg(long)]
+    pub handshake_timeout_secs: Option<u64>,
+    /// Origins allowed to open websockets, comma-separated
+    /// (`https://chat.example.com,https://www.example.com`), or `*` for any
+    /// [default: the request's own host, or `{flack, [{allowed_origins,
+    /// [...]}]}`; requests without Origin are always allowed].
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// The sys.config to read [default: `releases/<version>/sys.config` of the release, if present].
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,

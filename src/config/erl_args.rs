@@ -179,6 +179,20 @@ impl ErlArgs {
                         value: val,
                     });
                     index += 3;
+                    // `-kernel inet_dist_listen_min 9100 inet_dist_listen_max
+                    // 9105`: as for erl, more pairs may follow on one flag.
+                    while let Some([key, val]) = args.get(index..index + 2)
+                        && !key.starts_with(['-', '+'])
+                        && !val.starts_with(['-', '+'])
+                        && is_param_name(key)
+                    {
+                        parsed.app_env.push(AppEnv {
+                            app: flag[1..].to_owned(),
+                            key: key.clone(),
+                            value: val.clone(),
+                        });
+                        index += 2;
+                    }
                 }
                 _ => {
                     rest.push(arg.clone());
@@ -217,6 +231,12 @@ impl ErlArgs {
         self.app_env.extend(other.app_env);
         self.ignored.extend(other.ignored);
     }
+}
+
+/// A parameter name: an unquoted atom (`inet_dist_listen_max`).
+fn is_param_name(word: &str) -> bool {
+    word.starts_with(|c: char| c.is_ascii_lowercase())
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `-flack`, `-kernel`, `-gproc`: a single dash and an Erlang application
@@ -274,6 +294,28 @@ mod tests {
         assert_eq!(args.args_files, ["x.args"]);
         assert!(args.app_env.is_empty());
         assert!(ErlArgs::extract(&words("-env ONLY_NAME")).is_err());
+    }
+
+    #[test]
+    fn several_parameters_on_one_application_flag() {
+        let (args, rest) = ErlArgs::extract(&words(
+            "foreground -kernel inet_dist_listen_min 9100 inet_dist_listen_max 9105 -sname a",
+        ))
+        .expect("valid");
+        assert_eq!(rest, ["foreground"]);
+        assert_eq!(
+            args.app_value("kernel", "inet_dist_listen_min"),
+            Some("9100")
+        );
+        assert_eq!(
+            args.app_value("kernel", "inet_dist_listen_max"),
+            Some("9105")
+        );
+        assert_eq!(args.sname.as_deref(), Some("a"));
+        // A lone word after a parameter is not a pair.
+        let (args, rest) = ErlArgs::extract(&words("-flack port 1 foreground")).expect("valid");
+        assert_eq!(rest, ["foreground"]);
+        assert_eq!(args.app_env.len(), 1);
     }
 
     #[test]

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 
+use crate::chat::session::{DEFAULT_MAX_CHATS, DEFAULT_MAX_NAME_BYTES, SessionLimits};
+use crate::http::origin::AllowedOrigins;
 use cli::RunArgs;
 use erl_args::ErlArgs;
 use sys_config::{GprocDist, KnownEnv, SysConfig};
@@ -26,6 +28,13 @@ use vm_args::VmArgs;
 
 /// The port the original flack listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8080;
+
+/// Default of `--max-message-frames`: browsers send every message as one
+/// frame.
+pub const DEFAULT_MAX_MESSAGE_FRAMES: usize = 128;
+
+/// Default of `--header-read-timeout-secs` and `--handshake-timeout-secs`.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
 
 /// Erlang's default `net_ticktime`, in seconds.
 pub const DEFAULT_NET_TICKTIME_SECS: u32 = 60;
@@ -80,6 +89,18 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// Time given to sessions to close at shutdown.
     pub shutdown_grace: Duration,
+    /// Longest names and most chats per connection.
+    pub session_limits: SessionLimits,
+    /// Most frames one client message may arrive in.
+    pub max_message_frames: usize,
+    /// Most websocket connections open at once.
+    pub max_connections: usize,
+    /// Longest a client may take to send an HTTP request head.
+    pub header_read_timeout: Duration,
+    /// Longest a websocket client may take to send its `client_hello`.
+    pub handshake_timeout: Duration,
+    /// Who may open websockets from a browser.
+    pub allowed_origins: AllowedOrigins,
     /// `-sname`/`-name`: the node's name, when it is to be distributed.
     pub node_name: Option<NodeName>,
     /// `-setcookie`.
@@ -88,6 +109,15 @@ pub struct Settings {
     pub hidden: bool,
     /// The EPMD port (`ERL_EPMD_PORT`, else 4369).
     pub epmd_port: u16,
+    /// Where an EPMD this node starts listens (`ERL_EPMD_ADDRESS`, with
+    /// loopback added; every interface when unset).
+    pub epmd_addresses: Vec<IpAddr>,
+    /// `-kernel inet_dist_use_interface {A,B,C,D}`: the address the
+    /// distribution listener binds; every interface when not set, as in OTP.
+    pub dist_interface: Option<IpAddr>,
+    /// `-kernel inet_dist_listen_min N [inet_dist_listen_max M]`: the
+    /// distribution port range; any free port when not set.
+    pub dist_ports: Option<(u16, u16)>,
     /// `{kernel, [{net_ticktime, N}]}` or `-kernel net_ticktime N`; 60 s as
     /// in Erlang when not set.
     pub net_ticktime: Duration,
@@ -250,10 +280,72 @@ impl Settings {
         if run.idle_timeout_secs == 0 {
             bail!("--idle-timeout-secs must be at least 1");
         }
+        if let Some((min, max)) = known.dist_ports()
+            && max < min
+        {
+            bail!(
+                "kernel inet_dist_listen_max {max} is below inet_dist_listen_min {min}: no port to listen on"
+            );
+        }
+        let epmd_addresses = crate::node::epmd::server::listen_addresses(
+            std::env::var("ERL_EPMD_ADDRESS").ok().as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let max_name_bytes = run
+            .max_name_bytes
+            .or(known.max_name_bytes)
+            .unwrap_or(DEFAULT_MAX_NAME_BYTES);
+        if max_name_bytes < 32 {
+            bail!(
+                "max_name_bytes {max_name_bytes} is too small (at least 32, the length of a generated user_id)"
+            );
+        }
+        let positive = |flag: &str, value: Option<usize>| match value {
+            Some(0) => bail!("--{flag} must be at least 1"),
+            other => Ok(other),
+        };
+        let max_chats = positive(
+            "max-chats-per-connection",
+            run.max_chats_per_connection
+                .or(known.max_chats_per_connection),
+        )?
+        .unwrap_or(DEFAULT_MAX_CHATS);
+        let max_message_frames = positive(
+            "max-message-frames",
+            run.max_message_frames.or(known.max_message_frames),
+        )?
+        .unwrap_or(DEFAULT_MAX_MESSAGE_FRAMES);
+        let max_connections = positive(
+            "max-connections",
+            run.max_connections.or(known.max_connections),
+        )?
+        .unwrap_or_else(default_max_connections);
+        let seconds = |flag: &str, value: Option<u64>| match value {
+            Some(0) => bail!("--{flag} must be at least 1"),
+            other => Ok(Duration::from_secs(other.unwrap_or(DEFAULT_TIMEOUT_SECS))),
+        };
+        let header_read_timeout = seconds(
+            "header-read-timeout-secs",
+            run.header_read_timeout_secs
+                .or(known.header_read_timeout_secs),
+        )?;
+        let handshake_timeout = seconds(
+            "handshake-timeout-secs",
+            run.handshake_timeout_secs.or(known.handshake_timeout_secs),
+        )?;
+        let origins = if run.allowed_origins.is_empty() {
+            known.allowed_origins.clone().unwrap_or_default()
+        } else {
+            run.allowed_origins.clone()
+        };
+        let allowed_origins = AllowedOrigins::parse(&origins).map_err(anyhow::Error::msg)?;
         Ok(Self {
             listen: SocketAddr::new(run.bind, port),
             static_dir: run.static_dir.clone().unwrap_or_else(default_static_dir),
             epmd_port: crate::node::epmd::port_from_env(),
+            epmd_addresses,
+            dist_interface: known.dist_interface,
+            dist_ports: known.dist_ports(),
             data_dir: run
                 .data_dir
                 .clone()
@@ -264,6 +356,15 @@ impl Settings {
             outbound_queue: run.outbound_queue.max(1),
             write_timeout: Duration::from_secs(run.write_timeout_secs.max(1)),
             shutdown_grace: Duration::from_secs(run.shutdown_grace_secs),
+            session_limits: SessionLimits {
+                max_name_bytes,
+                max_chats,
+            },
+            max_message_frames,
+            max_connections,
+            header_read_timeout,
+            handshake_timeout,
+            allowed_origins,
             node_name,
             cookie: merged.cookie.clone(),
             hidden: merged.hidden,
@@ -283,6 +384,44 @@ impl Settings {
     pub fn bind(&self) -> IpAddr {
         self.listen.ip()
     }
+
+    /// Puts what these settings say about the distribution port and EPMD
+    /// into a node's configuration: the listener's address and port range,
+    /// the EPMD port and the addresses of an EPMD the node starts.
+    pub fn apply_dist(&self, config: &mut crate::node::NodeConfig) {
+        if let Some(ip) = self.dist_interface {
+            config.listen_ip = ip;
+        }
+        if let Some((min, max)) = self.dist_ports {
+            config.listen_port = min;
+            config.listen_port_max = max;
+        }
+        config.epmd_port = self.epmd_port;
+        config.epmd_addresses.clone_from(&self.epmd_addresses);
+    }
+}
+
+/// Websocket connections allowed when `--max-connections` is not given: the
+/// open-file limit less a reserve (a tenth of it, at least 64) for HTTP
+/// requests such as `/health`, the distribution connections and files.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    max_connections_for(soft)
+}
+
+/// [`default_max_connections`] for an open-file limit of `nofile`.
+fn max_connections_for(nofile: usize) -> usize {
+    let reserve = (nofile / 10).max(64);
+    nofile.saturating_sub(reserve).max(1)
 }
 
 /// The root of the release this binary runs from: the directory above
@@ -404,6 +543,112 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(with_flag.listen.port(), 1004);
+    }
+
+    #[test]
+    fn distribution_interface_and_ports() {
+        let settings = resolve(
+            "foreground",
+            Some("[{kernel, [{inet_dist_use_interface, {127,0,0,2}}, {inet_dist_listen_min, 9100}]}]."),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(
+            settings.dist_interface,
+            Some("127.0.0.2".parse().expect("ip"))
+        );
+        assert_eq!(
+            settings.dist_ports,
+            Some((9100, 9100)),
+            "min alone: exactly"
+        );
+        let vm = "-kernel inet_dist_use_interface {0,0,0,0,0,0,0,1}\n-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9105\n";
+        let settings = resolve("foreground", None, Some(vm)).expect("valid");
+        assert_eq!(settings.dist_interface, Some("::1".parse().expect("ip")));
+        assert_eq!(settings.dist_ports, Some((9100, 9105)));
+        let mut config = crate::node::NodeConfig::local();
+        settings.apply_dist(&mut config);
+        assert_eq!(
+            (config.listen_ip, config.listen_port, config.listen_port_max),
+            ("::1".parse().expect("ip"), 9100, 9105)
+        );
+        let settings =
+            resolve("foreground -kernel inet_dist_listen_max 9105", None, None).expect("valid");
+        assert_eq!(settings.dist_ports, None, "max alone is ignored, as in OTP");
+        assert!(
+            resolve(
+                "foreground -kernel inet_dist_listen_min 9105 inet_dist_listen_max 9100",
+                None,
+                None
+            )
+            .is_err()
+        );
+        let error = resolve(
+            "foreground -kernel inet_dist_use_interface {127,0,0,256}",
+            None,
+            None,
+        )
+        .expect_err("not an address");
+        assert!(
+            error.to_string().contains("not an IP address tuple"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn hardening_defaults_and_flags() {
+        let settings = resolve("foreground", None, None).expect("valid");
+        assert_eq!(settings.session_limits, SessionLimits::default());
+        assert_eq!(settings.max_message_frames, 128);
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(settings.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(settings.allowed_origins, AllowedOrigins::SameHost);
+        assert!(settings.max_connections >= 1);
+        assert_eq!(max_connections_for(1024), 922);
+        assert_eq!(max_connections_for(100), 36);
+        assert_eq!(max_connections_for(1_048_576), 943_719);
+
+        let settings = resolve(
+            "foreground --max-name-bytes 64 --max-chats-per-connection 3 --max-connections 7 --allowed-origins https://a.example,http://b.example:8080",
+            None,
+            None,
+        )
+        .expect("valid");
+        assert_eq!(settings.session_limits.max_name_bytes, 64);
+        assert_eq!(settings.session_limits.max_chats, 3);
+        assert_eq!(settings.max_connections, 7);
+        assert_eq!(
+            settings.allowed_origins,
+            AllowedOrigins::List(vec![
+                "https://a.example".into(),
+                "http://b.example:8080".into()
+            ])
+        );
+        assert!(resolve("foreground --max-name-bytes 8", None, None).is_err());
+        assert!(resolve("foreground --max-connections 0", None, None).is_err());
+        assert!(resolve("foreground --allowed-origins a.example", None, None).is_err());
+
+        // sys.config < -flack words < --flags, as for the port.
+        let sys =
+            "[{flack, [{max_connections, 11}, {max_name_bytes, 40}, {allowed_origins, '*'}]}].";
+        let settings = resolve("foreground", Some(sys), None).expect("valid");
+        assert_eq!(settings.max_connections, 11);
+        assert_eq!(settings.session_limits.max_name_bytes, 40);
+        assert_eq!(settings.allowed_origins, AllowedOrigins::Any);
+        let settings =
+            resolve("foreground -flack max_connections 12", Some(sys), None).expect("valid");
+        assert_eq!(settings.max_connections, 12);
+        let settings = resolve(
+            "foreground -flack max_connections 12 --max-connections 13 --allowed-origins https://a.example",
+            Some(sys),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(settings.max_connections, 13);
+        assert_eq!(
+            settings.allowed_origins,
+            AllowedOrigins::List(vec!["https://a.example".into()])
+        );
     }
 
     #[test]

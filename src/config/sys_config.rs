@@ -7,7 +7,17 @@
 //! [`KnownEnv`], which `-App Key Value` arguments feed too:
 //!
 //! - `{flack, [{port, N}]}`: the HTTP and websocket port;
+//! - `{flack, [{max_name_bytes, N}, {max_chats_per_connection, N},
+//!   {max_message_frames, N}, {max_connections, N},
+//!   {header_read_timeout_secs, N}, {handshake_timeout_secs, N},
+//!   {allowed_origins, ["https://chat.example.com"] | '*'}]}`: the limits of
+//!   the websocket and HTTP port (the `--flags` of the same names win);
 //! - `{kernel, [{net_ticktime, N}]}`: seconds of the distribution tick;
+//! - `{kernel, [{inet_dist_use_interface, {127,0,0,1}}]}`: the address the
+//!   distribution listener binds (an IPv4 4-tuple or IPv6 8-tuple);
+//! - `{kernel, [{inet_dist_listen_min, N}, {inet_dist_listen_max, M}]}`:
+//!   the distribution port range, with OTP's meaning (min alone: exactly
+//!   that port; max alone: ignored);
 //! - `{gproc, [{gproc_dist, all | [Node] | {[Node], Opts}}]}`: who may lead
 //!   the global registry ([`GprocDist`]);
 //! - `{gproc, [{gproc_dist_workers, [Node]}]}`.
@@ -55,12 +65,33 @@ pub enum GprocDist {
 pub struct KnownEnv {
     /// `{flack, [{port, N}]}`.
     pub port: Option<u16>,
+    /// `{flack, [{max_name_bytes, N}]}`.
+    pub max_name_bytes: Option<usize>,
+    /// `{flack, [{max_chats_per_connection, N}]}`.
+    pub max_chats_per_connection: Option<usize>,
+    /// `{flack, [{max_message_frames, N}]}`.
+    pub max_message_frames: Option<usize>,
+    /// `{flack, [{max_connections, N}]}`.
+    pub max_connections: Option<usize>,
+    /// `{flack, [{header_read_timeout_secs, N}]}`.
+    pub header_read_timeout_secs: Option<u64>,
+    /// `{flack, [{handshake_timeout_secs, N}]}`.
+    pub handshake_timeout_secs: Option<u64>,
+    /// `{flack, [{allowed_origins, ["https://host", ...] | '*'}]}`, as
+    /// `--allowed-origins` values.
+    pub allowed_origins: Option<Vec<String>>,
     /// `{kernel, [{net_ticktime, Seconds}]}`.
     pub net_ticktime: Option<u32>,
     /// `{gproc, [{gproc_dist, ...}]}`.
     pub gproc_dist: Option<GprocDist>,
     /// `{gproc, [{gproc_dist_workers, [Node]}]}`.
     pub gproc_dist_workers: Option<Vec<String>>,
+    /// `{kernel, [{inet_dist_use_interface, IpTuple}]}`.
+    pub dist_interface: Option<std::net::IpAddr>,
+    /// `{kernel, [{inet_dist_listen_min, N}]}`.
+    pub dist_listen_min: Option<u16>,
+    /// `{kernel, [{inet_dist_listen_max, N}]}`.
+    pub dist_listen_max: Option<u16>,
 }
 
 /// A parameter that is wrong: where, and what was expected.
@@ -72,6 +103,22 @@ impl KnownEnv {
         if other.port.is_some() {
             self.port = other.port;
         }
+        macro_rules! take {
+            ($($field:ident),*) => {$(
+                if other.$field.is_some() {
+                    self.$field.clone_from(&other.$field);
+                }
+            )*};
+        }
+        take!(
+            max_name_bytes,
+            max_chats_per_connection,
+            max_message_frames,
+            max_connections,
+            header_read_timeout_secs,
+            handshake_timeout_secs,
+            allowed_origins
+        );
         if other.net_ticktime.is_some() {
             self.net_ticktime = other.net_ticktime;
         }
@@ -82,6 +129,24 @@ impl KnownEnv {
             self.gproc_dist_workers
                 .clone_from(&other.gproc_dist_workers);
         }
+        if other.dist_interface.is_some() {
+            self.dist_interface = other.dist_interface;
+        }
+        if other.dist_listen_min.is_some() {
+            self.dist_listen_min = other.dist_listen_min;
+        }
+        if other.dist_listen_max.is_some() {
+            self.dist_listen_max = other.dist_listen_max;
+        }
+    }
+
+    /// The distribution port range as OTP's `inet_tcp_dist` reads it:
+    /// `(min, max)` when `inet_dist_listen_min` is set (max defaults to min),
+    /// else `None` (any free port). `inet_dist_listen_max` alone is ignored,
+    /// as in OTP.
+    pub fn dist_ports(&self) -> Option<(u16, u16)> {
+        let min = self.dist_listen_min?;
+        Some((min, self.dist_listen_max.unwrap_or(min)))
     }
 
     /// Whether flack acts on `{app, [{key, _}]}`.
@@ -89,9 +154,19 @@ impl KnownEnv {
         matches!(
             (app, key),
             ("flack", "port")
+                | ("flack", "max_name_bytes")
+                | ("flack", "max_chats_per_connection")
+                | ("flack", "max_message_frames")
+                | ("flack", "max_connections")
+                | ("flack", "header_read_timeout_secs")
+                | ("flack", "handshake_timeout_secs")
+                | ("flack", "allowed_origins")
                 | ("kernel", "net_ticktime")
                 | ("gproc", "gproc_dist")
                 | ("gproc", "gproc_dist_workers")
+                | ("kernel", "inet_dist_use_interface")
+                | ("kernel", "inet_dist_listen_min")
+                | ("kernel", "inet_dist_listen_max")
         )
     }
 
@@ -113,6 +188,27 @@ impl KnownEnv {
                     .ok_or_else(|| found(spans, "not a port number (0 to 65535)", value))?;
                 self.port = Some(port);
             }
+            ("flack", "max_name_bytes") => {
+                self.max_name_bytes = Some(positive(value, spans)?);
+            }
+            ("flack", "max_chats_per_connection") => {
+                self.max_chats_per_connection = Some(positive(value, spans)?);
+            }
+            ("flack", "max_message_frames") => {
+                self.max_message_frames = Some(positive(value, spans)?);
+            }
+            ("flack", "max_connections") => {
+                self.max_connections = Some(positive(value, spans)?);
+            }
+            ("flack", "header_read_timeout_secs") => {
+                self.header_read_timeout_secs = Some(positive(value, spans)? as u64);
+            }
+            ("flack", "handshake_timeout_secs") => {
+                self.handshake_timeout_secs = Some(positive(value, spans)? as u64);
+            }
+            ("flack", "allowed_origins") => {
+                self.allowed_origins = Some(origins(value, spans)?);
+            }
             ("kernel", "net_ticktime") => {
                 let seconds = value
                     .as_int()
@@ -130,6 +226,26 @@ impl KnownEnv {
             ("gproc", "gproc_dist") => {
                 let dist = gproc_dist(value, spans, &mut warnings)?;
                 self.gproc_dist = Some(dist);
+            }
+            ("kernel", "inet_dist_use_interface") => {
+                self.dist_interface = Some(ip_tuple(value).ok_or_else(|| {
+                    found(
+                        spans,
+                        "not an IP address tuple ({127,0,0,1} or an IPv6 8-tuple)",
+                        value,
+                    )
+                })?);
+            }
+            ("kernel", key @ ("inet_dist_listen_min" | "inet_dist_listen_max")) => {
+                let port = value
+                    .as_int()
+                    .and_then(|n| u16::try_from(n).ok())
+                    .ok_or_else(|| found(spans, "not a port number (0 to 65535)", value))?;
+                if key == "inet_dist_listen_min" {
+                    self.dist_listen_min = Some(port);
+                } else {
+                    self.dist_listen_max = Some(port);
+                }
             }
             ("gproc", "gproc_dist_workers") => {
                 self.gproc_dist_workers = Some(node_list(value, spans, &mut warnings)?);
@@ -159,8 +275,69 @@ impl KnownEnv {
     }
 }
 
+/// `{A,B,C,D}` (each 0..=255) or `{A,B,C,D,E,F,G,H}` (each 0..=65535), as
+/// `inet:ip_address()`.
+fn ip_tuple(value: &ErlTerm) -> Option<std::net::IpAddr> {
+    let items = value.as_tuple()?;
+    let parts: Vec<i64> = items.iter().map(ErlTerm::as_int).collect::<Option<_>>()?;
+    match parts.len() {
+        4 => {
+            let b: Vec<u8> = parts
+                .iter()
+                .map(|&n| u8::try_from(n).ok())
+                .collect::<Option<_>>()?;
+            Some(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).into())
+        }
+        8 => {
+            let w: Vec<u16> = parts
+                .iter()
+                .map(|&n| u16::try_from(n).ok())
+                .collect::<Option<_>>()?;
+            Some(std::net::Ipv6Addr::new(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]).into())
+        }
+        _ => None,
+    }
+}
+
 fn found(spans: &Spans, expected: &str, value: &ErlTerm) -> Problem {
     (spans.pos, format!("{expected}, found {value}"))
+}
+
+/// A positive integer.
+fn positive(value: &ErlTerm, spans: &Spans) -> Result<usize, Problem> {
+    value
+        .as_int()
+        .filter(|&n| n > 0)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| found(spans, "not a positive integer", value))
+}
+
+/// `'*'`, `"*"`, or a list of origins as strings or binaries.
+fn origins(value: &ErlTerm, spans: &Spans) -> Result<Vec<String>, Problem> {
+    const EXPECTED: &str = "not a list of origins (\"https://host[:port]\", ...) or '*'";
+    let text = |term: &ErlTerm| match term {
+        ErlTerm::String(text) => Some(text.clone()),
+        ErlTerm::Binary(bytes) => String::from_utf8(bytes.clone()).ok(),
+        ErlTerm::Atom(star) if star == "*" => Some(star.clone()),
+        _ => None,
+    };
+    let values = match value {
+        ErlTerm::List(items) => items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                text(item).ok_or_else(|| found(spans.child(index), EXPECTED, item))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        other => vec![text(other).ok_or_else(|| found(spans, EXPECTED, other))?],
+    };
+    crate::http::origin::AllowedOrigins::parse(&values).map_err(|error| {
+        (
+            spans.pos,
+            error.trim_start_matches("--allowed-origins ").to_owned(),
+        )
+    })?;
+    Ok(values)
 }
 
 /// `all`, `false`, `[Node]` or `{[Node], Opts}`.
@@ -422,6 +599,47 @@ mod tests {
             Ok(config) => panic!("should fail, got {config:?}"),
             Err(error) => error.0,
         }
+    }
+
+    #[test]
+    fn websocket_limits_are_read() {
+        let config = parse(
+            "[{flack, [{max_name_bytes, 64}, {max_chats_per_connection, 7}, {max_message_frames, 16},\n {max_connections, 500}, {header_read_timeout_secs, 5}, {handshake_timeout_secs, 3},\n {allowed_origins, [\"https://a.example\", <<\"http://b.example:8080\">>]}]}].",
+        );
+        assert_eq!(config.known.max_name_bytes, Some(64));
+        assert_eq!(config.known.max_chats_per_connection, Some(7));
+        assert_eq!(config.known.max_message_frames, Some(16));
+        assert_eq!(config.known.max_connections, Some(500));
+        assert_eq!(config.known.header_read_timeout_secs, Some(5));
+        assert_eq!(config.known.handshake_timeout_secs, Some(3));
+        assert_eq!(
+            config.known.allowed_origins,
+            Some(vec![
+                "https://a.example".into(),
+                "http://b.example:8080".into()
+            ])
+        );
+        assert_eq!(
+            parse("[{flack, [{allowed_origins, '*'}]}].")
+                .known
+                .allowed_origins,
+            Some(vec!["*".into()])
+        );
+        assert_eq!(
+            error("[{flack, [{max_connections, 0}]}]."),
+            "sys.config:1:29: flack max_connections: not a positive integer, found 0"
+        );
+        assert_eq!(
+            error("[{flack, [{allowed_origins, [\"evil\"]}]}]."),
+            "sys.config:1:29: flack allowed_origins: evil: not an origin (http://host[:port] or https://host[:port]) or *"
+        );
+        let env = AppEnv {
+            app: "flack".into(),
+            key: "max_connections".into(),
+            value: "9".into(),
+        };
+        let known = KnownEnv::from_app_env(&[env]).expect("valid");
+        assert_eq!(known.max_connections, Some(9));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!
 //! Locking rule: the peer map, the monitor table and the link table each sit
 //! behind their own mutex, never held while another is taken or while an
-//! [`Inbox`] is called. Exit propagation runs as a work list, not recursion,
+//! [`Inbox`] is called. The monitors of a lost peer are removed in batches
+//! of [`CLEANUP_BATCH`] by a task that yields between them, never all under
+//! one lock. Exit propagation runs as a work list, not recursion,
 //! so a chain of linked processes cannot overflow the stack.
 
 use std::collections::HashMap;
@@ -17,6 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::dist::connection::Outgoing;
+use super::dist::log_limit::LogLimiter;
 use super::epmd::client::Registration;
 use super::links::LinkTable;
 use super::monitors::{Monitor, MonitorTable, Ref, Watched};
@@ -25,12 +28,19 @@ use super::process::{Delivery, ExitAction, ExitKind, ProcessTable};
 use super::term::{atom, tuple};
 use super::{NodeConfig, NodeEvent};
 
+/// Monitors of a lost peer removed (and their `'DOWN'`s sent) per step of
+/// the cleanup; the cleanup yields to the runtime between steps, so a peer
+/// with a million monitors does not hold a runtime thread or the monitor
+/// table for the whole of it.
+pub(crate) const CLEANUP_BATCH: usize = 1024;
+
 /// Where a peer connection stands.
 pub(crate) enum SlotState {
     /// Our own connection attempt is running.
     Connecting(CancellationToken),
-    /// A peer's connection attempt is in its handshake.
-    Accepting,
+    /// A peer's connection attempt is in its handshake; cancelling the
+    /// token stops it (another attempt for the same name took over).
+    Accepting(CancellationToken),
     /// Connected.
     Up {
         /// Negotiated flags.
@@ -49,6 +59,9 @@ pub(crate) struct PeerSlot {
     pub tx: mpsc::Sender<Outgoing>,
     pub rx: Option<mpsc::Receiver<Outgoing>>,
     pub state: SlotState,
+    /// An `alive` exchange for a new connection of this (up) peer is
+    /// running: net_kernel's `up_pending`.
+    pub replacing: bool,
 }
 
 /// Shared node state.
@@ -67,6 +80,8 @@ pub(crate) struct Core {
     slots: AtomicU64,
     pub shutdown: CancellationToken,
     pub registration: Mutex<Option<Registration>>,
+    /// How many failed handshakes each source address may log.
+    pub handshake_log: Mutex<LogLimiter>,
     pub listen_port: Mutex<u16>,
     /// The pid that stands for "the node" as sender of signals no process
     /// sends (REG_SEND needs a sender).
@@ -91,6 +106,7 @@ impl Core {
             slots: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             registration: Mutex::new(None),
+            handshake_log: Mutex::new(LogLimiter::new()),
             listen_port: Mutex::new(0),
             system: Mutex::new(None),
         }
@@ -153,6 +169,7 @@ impl Core {
                 tx,
                 rx: Some(rx),
                 state: SlotState::Connecting(cancel),
+                replacing: false,
             }
         });
         Some((slot.id, slot.tx.clone()))
@@ -211,6 +228,27 @@ impl Core {
             if tx.is_closed() {
                 return Delivery::Gone;
             }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Waits until the queue toward `node` keeps an eighth of its places
+    /// free (or there is no such peer), for a process about to answer a
+    /// peer's request: answers then never take the places kept for the
+    /// messages that cannot wait, and never overflow the queue of a peer
+    /// that reads. Meanwhile the process's own bounded mailbox fills, and
+    /// further requests are shed there.
+    pub async fn room_for_answer(&self, node: &str) {
+        let keep_free = (self.config.peer_queue / 8).max(4);
+        loop {
+            let tx = match self.peers.lock().get(node) {
+                Some(slot) => slot.tx.clone(),
+                None => return,
+            };
+            if tx.capacity() > keep_free || tx.is_closed() {
+                return;
+            }
+            drop(tx);
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
@@ -582,17 +620,34 @@ impl Core {
                     cancel.cancel();
                     true
                 }
-                SlotState::Connecting(cancel) => {
+                SlotState::Connecting(cancel) | SlotState::Accepting(cancel) => {
                     cancel.cancel();
                     false
                 }
-                SlotState::Accepting => false,
             }
         };
-        let monitors = self.monitors.lock().take_node(node);
-        for m in monitors {
-            if self.is_local_node(&m.watcher.node) {
-                self.fire_down(&m, atom("noconnection"));
+        let refs = self.monitors.lock().detach_node(node);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if refs.len() > CLEANUP_BATCH => {
+                let core = self.clone();
+                runtime.spawn(async move {
+                    let mut refs = refs.into_iter();
+                    loop {
+                        let batch = core
+                            .monitors
+                            .lock()
+                            .remove_many(refs.by_ref().take(CLEANUP_BATCH));
+                        if batch.is_empty() {
+                            break;
+                        }
+                        core.monitors_lost(batch);
+                        tokio::task::yield_now().await;
+                    }
+                });
+            }
+            _ => {
+                let monitors = self.monitors.lock().remove_many(refs);
+                self.monitors_lost(monitors);
             }
         }
         let links = self.links.lock().take_node(node);
@@ -606,6 +661,15 @@ impl Core {
                 .send(NodeEvent::Down(node.clone(), reason.to_owned()));
         } else {
             tracing::debug!("connection attempt with {node} ended: {reason}");
+        }
+    }
+
+    /// Monitors across a lost connection: local watchers get `noconnection`.
+    fn monitors_lost(self: &Arc<Self>, monitors: Vec<Monitor>) {
+        for m in monitors {
+            if self.is_local_node(&m.watcher.node) {
+                self.fire_down(&m, atom("noconnection"));
+            }
         }
     }
 

@@ -71,10 +71,18 @@ pub struct NodeConfig {
     pub setup_time: Duration,
     /// EPMD port (`ERL_EPMD_PORT`, 4369).
     pub epmd_port: u16,
-    /// Address the distribution listener binds.
+    /// Address the distribution listener binds (`inet_dist_use_interface`;
+    /// every interface by default, as in OTP).
     pub listen_ip: IpAddr,
-    /// Distribution port; 0 picks one.
+    /// Distribution port, the first of the range tried
+    /// (`inet_dist_listen_min`); 0 picks any free port.
     pub listen_port: u16,
+    /// Last port of the range tried (`inet_dist_listen_max`); at most
+    /// `listen_port` means `listen_port` only.
+    pub listen_port_max: u16,
+    /// Where an EPMD this node starts in-process listens
+    /// (`ERL_EPMD_ADDRESS`); one started as a command inherits the variable.
+    pub epmd_addresses: Vec<IpAddr>,
     /// Messages queued toward one peer before it counts as not reading.
     pub peer_queue: usize,
     /// Largest frame accepted from a peer, in bytes.
@@ -97,6 +105,11 @@ impl NodeConfig {
             epmd_port: epmd::port_from_env(),
             listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             listen_port: 0,
+            listen_port_max: 0,
+            epmd_addresses: epmd::server::listen_addresses(
+                std::env::var("ERL_EPMD_ADDRESS").ok().as_deref(),
+            )
+            .unwrap_or_else(|_| vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
             peer_queue: 65_536,
             max_frame: 64 << 20,
             start_epmd: std::env::current_exe()
@@ -161,9 +174,7 @@ impl Node {
             let core = Arc::new(Core::new(Arc::from(pid::NO_NODE), 0, String::new(), config));
             return Ok(Node { core });
         };
-        let listener = TcpListener::bind(SocketAddr::new(config.listen_ip, config.listen_port))
-            .await
-            .map_err(NodeError::Listen)?;
+        let listener = listen(&config).await.map_err(NodeError::Listen)?;
         let port = listener.local_addr().map_err(NodeError::Listen)?.port();
         let epmd_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.epmd_port));
         if !epmd::client::is_running(epmd_addr).await {
@@ -351,6 +362,12 @@ impl Node {
         self.core.aliases.lock().remove(alias);
     }
 
+    /// How many monitors with an end on this node are held (local and
+    /// remote watchers together).
+    pub fn monitor_count(&self) -> usize {
+        self.core.monitors.lock().len()
+    }
+
     /// Node up/down events.
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.core.events.subscribe()
@@ -433,18 +450,32 @@ impl Node {
     }
 }
 
+/// Binds the distribution listener: `listen_ip`, the first free port of
+/// `listen_port..=listen_port_max` (inet_tcp_dist's `do_listen`).
+async fn listen(config: &NodeConfig) -> std::io::Result<TcpListener> {
+    let last = config.listen_port_max.max(config.listen_port);
+    let mut port = config.listen_port;
+    loop {
+        match TcpListener::bind(SocketAddr::new(config.listen_ip, port)).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port < last => port += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn ensure_epmd(config: &NodeConfig) -> Result<(), NodeError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.epmd_port));
     match &config.start_epmd {
         EpmdStart::Never => return Err(NodeError::NoEpmd(config.epmd_port)),
         EpmdStart::InProcess => {
-            let listener =
-                TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.epmd_port)))
-                    .await
-                    .map_err(|_| NodeError::NoEpmd(config.epmd_port))?;
-            tokio::spawn(epmd::server::serve(
-                listener,
+            let listeners = epmd::server::bind_all(&config.epmd_addresses, config.epmd_port)
+                .await
+                .map_err(|_| NodeError::NoEpmd(config.epmd_port))?;
+            tokio::spawn(epmd::server::serve_many(
+                listeners,
                 tokio_util::sync::CancellationToken::new(),
+                epmd::server::Limits::default(),
             ));
         }
         EpmdStart::Command(program) => {

@@ -5,8 +5,9 @@
 //! watching one of ours. The node asks the table what to fire when a local
 //! process ends ([`MonitorTable::take_target`]), when a local watcher ends
 //! ([`MonitorTable::take_watcher`]), and when a connection drops
-//! ([`MonitorTable::take_node`]); sending the `'DOWN'` messages and
-//! `MONITOR_P_EXIT` signals is the caller's job.
+//! ([`MonitorTable::take_node`], or [`MonitorTable::detach_node`] and
+//! [`MonitorTable::remove_many`] to do it in batches); sending the `'DOWN'`
+//! messages and `MONITOR_P_EXIT` signals is the caller's job.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -173,6 +174,23 @@ impl MonitorTable {
         self.take(refs)
     }
 
+    /// Detaches the index of every monitor with an end on `node` and returns
+    /// it, in constant time: the monitors stay in the table until removed
+    /// with [`MonitorTable::remove_many`], a batch at a time, so that a peer
+    /// with a million monitors is cleaned up without holding the table (or
+    /// a runtime thread) for the whole of it.
+    pub fn detach_node(&mut self, node: &str) -> HashSet<Ref> {
+        self.by_node.remove(node).unwrap_or_default()
+    }
+
+    /// Removes the monitors of `refs` that are still held, returning them in
+    /// reference order.
+    pub fn remove_many(&mut self, refs: impl IntoIterator<Item = Ref>) -> Vec<Monitor> {
+        let mut out: Vec<Monitor> = refs.into_iter().filter_map(|r| self.remove(&r)).collect();
+        out.sort_by(|a, b| a.reference.id.cmp(&b.reference.id));
+        out
+    }
+
     /// Looks a monitor up.
     pub fn get(&self, r: &Ref) -> Option<&Monitor> {
         self.by_ref.get(r)
@@ -250,6 +268,34 @@ mod tests {
         assert_eq!(fired[0].watcher, a);
         assert!(t.is_empty());
         assert!(t.take_watcher(&a).is_empty());
+    }
+
+    #[test]
+    fn a_node_is_detached_at_once_and_removed_in_batches() {
+        let mut t = MonitorTable::new();
+        let far = pid("far@h", 7);
+        for n in 0..10 {
+            t.add(
+                "me@h",
+                Monitor {
+                    reference: r(n),
+                    watcher: far.clone(),
+                    watched: Watched::Pid(pid("me@h", 1)),
+                    local_target: Some(pid("me@h", 1)),
+                },
+            );
+        }
+        let refs = t.detach_node("far@h");
+        assert_eq!(refs.len(), 10);
+        assert!(t.detach_node("far@h").is_empty(), "detached once");
+        assert_eq!(t.len(), 10, "still held until removed");
+        let mut refs = refs.into_iter();
+        let first = t.remove_many(refs.by_ref().take(4));
+        assert_eq!(first.len(), 4);
+        assert_eq!(t.len(), 6);
+        assert_eq!(t.remove_many(refs).len(), 6);
+        assert!(t.is_empty());
+        assert!(t.take_target(&pid("me@h", 1)).is_empty(), "unindexed");
     }
 
     #[test]

@@ -8,11 +8,20 @@
 //! malformed one, or an unknown control message closes that connection with a
 //! log line; the node and its other connections go on.
 //!
+//! A frame is stored as its bytes arrive: a header announcing a large frame
+//! allocates nothing by itself. A request that makes the node answer the
+//! peer (a spawn request, a link or monitor of a process that is gone, an
+//! unlink, an exit) is taken only while the queue toward the peer has room
+//! for answers; otherwise the reader waits and TCP holds the peer's further
+//! requests back, so a burst of requests slows the peer down instead of
+//! overflowing its queue and disconnecting it.
+//!
 //! Ticks: every `net_ticktime / 4` the writer sends a zero-length frame if it
 //! sent nothing since the last check, and counts the checks in a row in which
 //! nothing was read; at four, the peer is declared down (`net_tick_timeout`),
 //! as net_kernel's ticker does.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::flags;
 use super::handshake::{self, HandshakeError, Local, Status};
+use super::log_limit::{Verdict, shown};
 use crate::node::core::{Core, SlotState};
 use crate::node::epmd::client;
 use crate::node::monitors::{Ref, Watched};
@@ -249,6 +259,10 @@ pub enum ConnectionError {
     /// Nothing read for net_ticktime.
     #[error("net_tick_timeout")]
     TickTimeout,
+    /// The queue toward the peer did not drain for net_ticktime while its
+    /// requests waited for room for their answers.
+    #[error("peer does not read the answers to its requests")]
+    NotReading,
 }
 
 /// Our handshake parameters.
@@ -297,7 +311,10 @@ pub(crate) async fn connect(core: Arc<Core>, node: Arc<str>, id: u64, cancel: Ca
     match result {
         Ok((stream, peer)) => {
             if peer.name != *node {
-                tracing::warn!("connected to {node} but it calls itself {}", peer.name);
+                tracing::warn!(
+                    "connected to {node} but it calls itself {}",
+                    shown(&peer.name)
+                );
                 core.connection_lost(&node, id, "wrong_name");
                 return;
             }
@@ -334,10 +351,10 @@ pub(crate) async fn accept_loop(core: Arc<Core>, listener: TcpListener) {
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, addr)) => {
                 stream.set_nodelay(true).ok();
                 let core = core.clone();
-                tokio::spawn(async move { accept_one(core, stream).await });
+                tokio::spawn(async move { accept_one(core, stream, addr.ip()).await });
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -347,19 +364,53 @@ pub(crate) async fn accept_loop(core: Arc<Core>, listener: TcpListener) {
     }
 }
 
-/// What the node decided about an incoming name.
+/// What the node decided about an incoming name (net_kernel's
+/// `accept_pending` answers).
 enum Decision {
-    Proceed(u64, Status),
+    /// `ok` or `ok_simultaneous`: go on as the owner of slot `id`, until
+    /// `cancel` says another attempt took the slot over.
+    Proceed(u64, Status, CancellationToken),
+    /// `up_pending`: answer `alive`; the client decides.
     Replace,
+    /// `nok_pending` or `not_allowed`: send the status and stop.
     Refuse(Status),
+    /// `already_pending`: an `alive` exchange for this peer is running;
+    /// close without a word, as dist_util does.
+    Close,
 }
 
-async fn accept_one(core: Arc<Core>, mut stream: TcpStream) {
+/// Logs a failed handshake from `source`, within the per-source budget.
+fn log_failure(core: &Core, source: IpAddr, line: std::fmt::Arguments<'_>, error: bool) {
+    let verdict = core
+        .handshake_log
+        .lock()
+        .check(Some(source), std::time::Instant::now());
+    let Verdict::Log { suppressed } = verdict else {
+        return;
+    };
+    let more = if suppressed > 0 {
+        format!(" ({suppressed} more failed attempts from {source} were not logged)")
+    } else {
+        String::new()
+    };
+    if error {
+        tracing::error!("{line}{more}");
+    } else {
+        tracing::warn!("{line}{more}");
+    }
+}
+
+async fn accept_one(core: Arc<Core>, mut stream: TcpStream, source: IpAddr) {
     let me = local(&core);
     let hello = match handshake::server_recv_name(&mut stream, &me).await {
         Ok(h) => h,
         Err(e) => {
-            tracing::warn!("refused a connection attempt: {e}");
+            log_failure(
+                &core,
+                source,
+                format_args!("refused a connection attempt from {source}: {e}"),
+                false,
+            );
             return;
         }
     };
@@ -373,6 +424,7 @@ async fn accept_one(core: Arc<Core>, mut stream: TcpStream) {
         match peers.get_mut(&node) {
             None => {
                 let id = core.next_slot_id();
+                let cancel = core.shutdown.child_token();
                 let (tx, rx) = mpsc::channel(core.config.peer_queue);
                 peers.insert(
                     node.clone(),
@@ -380,33 +432,58 @@ async fn accept_one(core: Arc<Core>, mut stream: TcpStream) {
                         id,
                         tx,
                         rx: Some(rx),
-                        state: SlotState::Accepting,
+                        state: SlotState::Accepting(cancel.clone()),
+                        replacing: false,
                     },
                 );
-                Decision::Proceed(id, Status::Ok)
+                Decision::Proceed(id, Status::Ok, cancel)
             }
             Some(slot) => match &slot.state {
-                SlotState::Up { .. } => Decision::Replace,
-                SlotState::Accepting => Decision::Refuse(Status::Nok),
-                SlotState::Connecting(cancel) => match handshake::simultaneous(&core.name, &node) {
-                    Status::OkSimultaneous => {
-                        cancel.cancel();
-                        slot.state = SlotState::Accepting;
-                        Decision::Proceed(slot.id, Status::OkSimultaneous)
+                SlotState::Up { .. } if slot.replacing => Decision::Close,
+                SlotState::Up { .. } => {
+                    slot.replacing = true;
+                    Decision::Replace
+                }
+                // A pending attempt, ours or another accepted one: net_kernel
+                // lets the attempt of the greater node name win. When that is
+                // the peer, this attempt takes the slot over (under a new id,
+                // so the old owner's end cannot touch it) and the old attempt
+                // is stopped; else the peer hears `nok`.
+                SlotState::Connecting(old) | SlotState::Accepting(old) => {
+                    match handshake::simultaneous(&core.name, &node) {
+                        Status::OkSimultaneous => {
+                            old.cancel();
+                            let cancel = core.shutdown.child_token();
+                            slot.state = SlotState::Accepting(cancel.clone());
+                            slot.id = core.next_slot_id();
+                            Decision::Proceed(slot.id, Status::OkSimultaneous, cancel)
+                        }
+                        other => Decision::Refuse(other),
                     }
-                    other => Decision::Refuse(other),
-                },
+                }
             },
         }
     };
-    let (status, id) = match decision {
-        Decision::Proceed(id, status) => (status, Some(id)),
+    let (status, owner) = match decision {
+        Decision::Proceed(id, status, cancel) => (status, Some((id, cancel))),
         Decision::Replace => (Status::Alive, None),
         Decision::Refuse(s) => (s, None),
+        Decision::Close => return,
     };
-    let result = handshake::server_finish(&mut stream, &me, hello, status).await;
-    match (result, id) {
-        (Ok(peer), Some(id)) => start(core, node, id, stream, peer.flags),
+    let result = match &owner {
+        Some((_, cancel)) => tokio::select! {
+            _ = cancel.cancelled() => Err(HandshakeError::NotWanted("taken over by another attempt")),
+            r = handshake::server_finish(&mut stream, &me, hello, status) => r,
+        },
+        None => handshake::server_finish(&mut stream, &me, hello, status).await,
+    };
+    if status == Status::Alive
+        && let Some(slot) = core.peers.lock().get_mut(&node)
+    {
+        slot.replacing = false;
+    }
+    match (result, owner) {
+        (Ok(peer), Some((id, _))) => start(core, node, id, stream, peer.flags),
         (Ok(peer), None) => {
             // `alive` answered `true`: the peer restarted or lost our old
             // connection before we noticed. Drop the old one, use this one.
@@ -427,25 +504,35 @@ async fn accept_one(core: Arc<Core>, mut stream: TcpStream) {
                         id,
                         tx,
                         rx: Some(rx),
-                        state: SlotState::Accepting,
+                        state: SlotState::Accepting(core.shutdown.child_token()),
+                        replacing: false,
                     },
                 );
             }
             start(core, node, id, stream, peer.flags);
         }
-        (Err(e), id) => {
+        (Err(e), owner) => {
             match &e {
-                HandshakeError::BadCookie(_) => {
-                    tracing::error!(
-                        "** Connection attempt from node {node} rejected. Invalid challenge reply. **"
-                    )
-                }
+                HandshakeError::BadCookie(_) => log_failure(
+                    &core,
+                    source,
+                    format_args!(
+                        "** Connection attempt from node {} ({source}) rejected. Invalid challenge reply. **",
+                        shown(&node)
+                    ),
+                    true,
+                ),
                 HandshakeError::NotWanted(_) => {
-                    tracing::debug!("connection from {node} not taken: {e}")
+                    tracing::debug!("connection from {} not taken: {e}", shown(&node))
                 }
-                _ => tracing::warn!("handshake with {node} failed: {e}"),
+                _ => log_failure(
+                    &core,
+                    source,
+                    format_args!("handshake with {} ({source}) failed: {e}", shown(&node)),
+                    false,
+                ),
             }
-            if let Some(id) = id {
+            if let Some((id, _)) = owner {
                 core.connection_lost(&node, id, "handshake failed");
             }
         }
@@ -469,7 +556,7 @@ fn start(core: Arc<Core>, node: Arc<str>, id: u64, stream: TcpStream, peer_flags
     tokio::spawn(async move {
         let result = tokio::select! {
             _ = reader_cancel.cancelled() => Ok(()),
-            r = read_loop(&reader_core, &reader_node, negotiated, read_half, &reader_reads) => r,
+            r = read_loop(&reader_core, &reader_node, id, negotiated, read_half, &reader_reads) => r,
         };
         if let Err(e) = result {
             match e {
@@ -498,15 +585,84 @@ fn start(core: Arc<Core>, node: Arc<str>, id: u64, stream: TcpStream, peer_flags
     });
 }
 
+/// What the reader sets aside for a frame before its bytes arrive.
+const FIRST_READ: usize = 64 * 1024;
+
+/// Whether a control message can make this node queue something toward
+/// the peer that sent it (a reply, an exit, a `'DOWN'`).
+fn may_answer(msg: &Message) -> bool {
+    !matches!(
+        msg,
+        Message::Tick
+            | Message::Send(_)
+            | Message::SendTt(_)
+            | Message::SendSender(_)
+            | Message::SendSenderTt(_)
+            | Message::RegSend(_)
+            | Message::RegSendTt(_)
+            | Message::AliasSend(_)
+            | Message::AliasSendTt(_)
+            | Message::DemonitorP(_)
+            | Message::MonitorPExit(_)
+            | Message::PayloadMonitorPExit(_)
+            | Message::Unlink(_)
+            | Message::UnlinkIdAck(_)
+            | Message::SpawnReply(_)
+            | Message::SpawnReplyTt(_)
+            | Message::GroupLeader(_)
+            | Message::NodeLink(_)
+    )
+}
+
+/// Waits until the queue toward the peer has more than `keep_free` free
+/// places. The reader waits here, so the peer's requests wait in its socket
+/// (TCP pushes back on it) instead of their answers overflowing the queue,
+/// which would disconnect a peer that reads normally. A peer whose queue
+/// does not drain for `limit` is not reading.
+async fn room_for_answers(
+    tx: &mpsc::WeakSender<Outgoing>,
+    keep_free: usize,
+    limit: Duration,
+) -> Result<(), ConnectionError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let Some(tx) = tx.upgrade() else {
+            return Err(ConnectionError::Closed);
+        };
+        if tx.capacity() > keep_free {
+            return Ok(());
+        }
+        drop(tx);
+        if started.elapsed() >= limit {
+            return Err(ConnectionError::NotReading);
+        }
+        // Polled, as Core::route_wait: a waiter queued on the channel would
+        // take freed places ahead of the messages that cannot wait.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 async fn read_loop(
     core: &Arc<Core>,
     node: &Arc<str>,
+    id: u64,
     negotiated: u64,
     read_half: tokio::net::tcp::OwnedReadHalf,
     reads: &AtomicU64,
 ) -> Result<(), ConnectionError> {
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut buf = Vec::new();
+    let tx = core
+        .peers
+        .lock()
+        .get(node)
+        .filter(|s| s.id == id)
+        .map(|s| s.tx.downgrade())
+        .ok_or(ConnectionError::Closed)?;
+    // Answers stop at an eighth of the queue free: bulk sends that can wait
+    // stop at a quarter (Core::route_wait), and what is left is for the
+    // messages that cannot wait (Core::route).
+    let keep_free = (core.config.peer_queue / 8).max(4);
     loop {
         let len = match reader.read_u32().await {
             Ok(n) => n as usize,
@@ -522,14 +678,14 @@ async fn read_loop(
         if len > core.config.max_frame {
             return Err(ConnectionError::Oversized(len));
         }
-        buf.resize(len, 0);
-        reader.read_exact(&mut buf).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                ConnectionError::Closed
-            } else {
-                e.into()
-            }
-        })?;
+        // The frame is stored as its bytes arrive: a header announcing
+        // megabytes costs nothing until the megabytes come.
+        buf.clear();
+        buf.reserve(len.min(FIRST_READ));
+        let got = (&mut reader).take(len as u64).read_to_end(&mut buf).await?;
+        if got < len {
+            return Err(ConnectionError::Closed);
+        }
         reads.fetch_add(1, Ordering::Relaxed);
         if buf[0] != 112 {
             return Err(ConnectionError::FrameType(buf[0]));
@@ -537,6 +693,9 @@ async fn read_loop(
         super::guard::check_frame(&buf[1..])?;
         let msg = Message::read_from(&mut &buf[1..])
             .map_err(|e| ConnectionError::Control(e.to_string()))?;
+        if may_answer(&msg) {
+            room_for_answers(&tx, keep_free, core.config.net_ticktime).await?;
+        }
         super::control::dispatch(core, node, negotiated, msg).map_err(ConnectionError::Control)?;
         if buf.capacity() > 1 << 20 {
             buf = Vec::new();

@@ -15,12 +15,27 @@
 //! steps, with [`simultaneous`] giving the protocol's answer for crossed
 //! attempts. A wrong cookie ends the handshake with nothing sent: the peer
 //! learns only that the connection closed.
+//!
+//! Limits, before anything else is looked at: a handshake message is at most
+//! [`MAX_MESSAGE`] bytes (the largest real one is a name message with a
+//! 255-byte name), its bytes are stored as they arrive rather than
+//! allocated from the announced length, and a node name longer than
+//! [`MAX_NODE_NAME`] bytes (what OTP accepts: a node name is an atom) is
+//! refused by closing the connection, as a BEAM fails to make the atom.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::flags;
+
+/// Longest node name accepted, in bytes: a node name is an atom, and OTP's
+/// atoms hold at most 255 characters.
+pub const MAX_NODE_NAME: usize = 255;
+
+/// Largest handshake message accepted (length prefix excluded): a version 6
+/// name or challenge with a [`MAX_NODE_NAME`] name is 274 bytes.
+pub const MAX_MESSAGE: usize = 512;
 
 /// Handshake messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +146,12 @@ pub enum HandshakeError {
     /// The peer asked for a dynamic name, which we do not hand out.
     #[error("dynamic node names are not supported")]
     DynamicName,
+    /// A message longer than [`MAX_MESSAGE`] was announced.
+    #[error("handshake message of {0} bytes exceeds the limit while waiting for {1:?}")]
+    TooLong(usize, Expect),
+    /// A node name longer than [`MAX_NODE_NAME`].
+    #[error("node name of {0} bytes exceeds the limit of {MAX_NODE_NAME}")]
+    NameTooLong(usize),
 }
 
 /// The digest `dist_util:gen_digest/2` computes: MD5 of the cookie followed by
@@ -394,9 +415,16 @@ async fn read_msg<S: AsyncRead + Unpin>(
 ) -> Result<Msg, HandshakeError> {
     let body = tokio::time::timeout(t, async {
         let len = usize::from(s.read_u16().await?);
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body).await?;
-        Ok::<_, std::io::Error>(body)
+        if len > MAX_MESSAGE {
+            return Err(HandshakeError::TooLong(len, expect));
+        }
+        // Stored as the bytes arrive: an announced length costs nothing.
+        let mut body = Vec::new();
+        let got = (&mut *s).take(len as u64).read_to_end(&mut body).await?;
+        if got < len {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        Ok(body)
     })
     .await
     .map_err(|_| HandshakeError::Timeout(expect))??;
@@ -488,6 +516,9 @@ where
         ),
         _ => return Err(HandshakeError::Malformed(Expect::Challenge)),
     };
+    if peer.name.len() > MAX_NODE_NAME {
+        return Err(HandshakeError::NameTooLong(peer.name.len()));
+    }
     let missing = flags::missing(peer.flags);
     if missing != 0 {
         return Err(HandshakeError::MissingFlags(missing));
@@ -531,6 +562,10 @@ where
         },
         _ => return Err(HandshakeError::Malformed(Expect::Name)),
     };
+    if hello.name.len() > MAX_NODE_NAME {
+        // A BEAM cannot make the atom and drops the connection; so do we.
+        return Err(HandshakeError::NameTooLong(hello.name.len()));
+    }
     if hello.flags & flags::NAME_ME != 0 {
         write_msg(
             s,
@@ -557,7 +592,29 @@ where
 /// Second server step: send `status`, then challenge, check the reply and
 /// acknowledge. With [`Status::Alive`] the client's answer decides; the
 /// caller must drop its old connection when this returns `Ok`.
+///
+/// The whole step, not each message, is bounded by the setup time (as
+/// `dist_util`'s timer, reset once the node has marked the attempt
+/// pending): a client that holds a name it claimed without ever proving
+/// the cookie keeps it for at most that long.
 pub async fn server_finish<S>(
+    s: &mut S,
+    local: &Local,
+    hello: Hello,
+    status: Status,
+) -> Result<PeerInfo, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::time::timeout(
+        local.step_timeout,
+        server_finish_steps(s, local, hello, status),
+    )
+    .await
+    .map_err(|_| HandshakeError::Timeout(Expect::Reply))?
+}
+
+async fn server_finish_steps<S>(
     s: &mut S,
     local: &Local,
     hello: Hello,

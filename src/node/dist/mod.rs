@@ -1,9 +1,11 @@
 //! Erlang distribution proper: [`flags`] offered and required, the
 //! [`handshake`], the bounds check of incoming terms ([`guard`]), the
-//! per-peer [`connection`] tasks, and the dispatch of [`control`] messages.
+//! per-peer [`connection`] tasks, the dispatch of [`control`] messages, and
+//! the limits on what a failed handshake may log ([`log_limit`]).
 
 pub mod connection;
 pub mod control;
 pub mod flags;
 pub mod guard;
 pub mod handshake;
+pub mod log_limit;

@@ -10,9 +10,21 @@
 //! no node is registered, as epmd without `-relaxed_command_check` does.
 //! The registry is a small pure type ([`Registry`]) so its rules are tested
 //! without sockets.
+//!
+//! Limits, epmd's own where it has them ([`Limits`]): a request is at most
+//! 1024 bytes (epmd's `INBUF_SIZE`) and must arrive within 10 s; a node name
+//! is at most 255 bytes (`MAXSYMLEN`); at most 1024 names are registered
+//! and 2048 connections served at once (the rest are closed at once, as
+//! epmd past `-max_conn`). The `NAMES_REQ` text is built once per change of
+//! the registry and shared by every answer, so asking for it costs no
+//! memory per request.
+//!
+//! Where it listens: [`listen_addresses`] reads `ERL_EPMD_ADDRESS` as epmd
+//! does (a comma-separated list; loopback is always added), else every
+//! interface.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +43,31 @@ const DUMP_REQ: u8 = b'd';
 const KILL_REQ: u8 = b'k';
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// epmd's `MAXSYMLEN`: the longest node name it registers.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// What one EPMD server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request body, in bytes (epmd's `INBUF_SIZE`, 1024).
+    pub max_request: usize,
+    /// Names registered at once (1024).
+    pub max_nodes: usize,
+    /// Connections served at once, registrations included (2048, epmd's
+    /// default `-max_conn` on Linux); more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request: 1024,
+            max_nodes: 1024,
+            max_connections: 2048,
+        }
+    }
+}
 
 /// A registered node, as `ALIVE2_REQ` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +96,8 @@ pub struct Registry {
     nodes: BTreeMap<String, Registration>,
     next_creation: u32,
     next_old_creation: u16,
+    max_nodes: usize,
+    names: Option<Arc<[u8]>>,
 }
 
 impl Default for Registry {
@@ -74,14 +113,27 @@ impl Registry {
             nodes: BTreeMap::new(),
             next_creation: seed,
             next_old_creation: 1,
+            max_nodes: Limits::default().max_nodes,
+            names: None,
         }
     }
 
-    /// Registers a node; `None` when the name is taken. Fills in the creation.
+    /// The same registry holding at most `max_nodes` names.
+    pub fn with_max_nodes(mut self, max_nodes: usize) -> Self {
+        self.max_nodes = max_nodes;
+        self
+    }
+
+    /// Registers a node; `None` when the name is taken, longer than
+    /// [`MAX_NAME_LEN`], or the registry is full. Fills in the creation.
     pub fn register(&mut self, mut node: Registration) -> Option<u32> {
-        if self.nodes.contains_key(&node.name) {
+        if self.nodes.contains_key(&node.name)
+            || node.name.len() > MAX_NAME_LEN
+            || self.nodes.len() >= self.max_nodes
+        {
             return None;
         }
+        self.names = None;
         let creation = if node.highest >= 6 {
             // Never 0..=3: those are what old 2-bit creations look like.
             self.next_creation = self.next_creation.wrapping_add(1).max(4);
@@ -100,6 +152,7 @@ impl Registry {
     pub fn unregister(&mut self, name: &str, creation: u32) {
         if self.nodes.get(name).is_some_and(|n| n.creation == creation) {
             self.nodes.remove(name);
+            self.names = None;
         }
     }
 
@@ -121,6 +174,21 @@ impl Registry {
             .collect()
     }
 
+    /// [`Registry::names_text`] as bytes, built once per change and shared.
+    pub fn names_shared(&mut self) -> Arc<[u8]> {
+        if let Some(names) = &self.names {
+            return names.clone();
+        }
+        let names: Arc<[u8]> = Arc::from(self.names_text().into_bytes());
+        self.names = Some(names.clone());
+        names
+    }
+
+    /// How many names are registered.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// The `DUMP_REQ` text, in epmd's layout.
     pub fn dump_text(&self) -> String {
         self.nodes
@@ -139,6 +207,9 @@ pub fn parse_alive2(body: &[u8]) -> Option<Registration> {
     let highest = u16_at(4)?;
     let lowest = u16_at(6)?;
     let nlen = usize::from(u16_at(8)?);
+    if nlen > MAX_NAME_LEN {
+        return None;
+    }
     let name = std::str::from_utf8(body.get(10..10 + nlen)?)
         .ok()?
         .to_owned();
@@ -159,31 +230,57 @@ pub fn parse_alive2(body: &[u8]) -> Option<Registration> {
     })
 }
 
-/// Serves EPMD on `listener` until `shutdown` is cancelled or a `KILL_REQ`
-/// is accepted.
+/// Serves EPMD on `listener`, within the default [`Limits`], until
+/// `shutdown` is cancelled or a `KILL_REQ` is accepted.
 pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-    let registry = Arc::new(Mutex::new(Registry::default()));
-    let port = listener.local_addr()?.port();
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!("epmd: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+    serve_many(vec![listener], shutdown, Limits::default()).await
+}
+
+/// Serves one registry on every listener in `listeners` (the addresses of
+/// `ERL_EPMD_ADDRESS`), within `limits`.
+pub async fn serve_many(
+    listeners: Vec<TcpListener>,
+    shutdown: CancellationToken,
+    limits: Limits,
+) -> std::io::Result<()> {
+    let registry = Arc::new(Mutex::new(
+        Registry::default().with_max_nodes(limits.max_nodes),
+    ));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let port = listener.local_addr()?.port();
+        let (registry, slots, shutdown) = (registry.clone(), slots.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            tracing::warn!("epmd: accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                // Past the limit the connection is closed at once.
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(stream);
                     continue;
-                }
-            },
-        };
-        let registry = registry.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(stream, registry, port, shutdown).await {
-                tracing::debug!("epmd: connection ended: {e}");
+                };
+                let (registry, shutdown) = (registry.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = handle(stream, registry, port, shutdown, limits).await {
+                        tracing::debug!("epmd: connection ended: {e}");
+                    }
+                    drop(slot);
+                });
             }
         });
     }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
 }
 
 async fn handle(
@@ -191,11 +288,21 @@ async fn handle(
     registry: Arc<Mutex<Registry>>,
     port: u16,
     shutdown: CancellationToken,
+    limits: Limits,
 ) -> std::io::Result<()> {
     let request = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let len = usize::from(stream.read_u16().await?);
-        let mut buf = vec![0u8; len];
-        stream.read_exact(&mut buf).await?;
+        if len > limits.max_request {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("request of {len} bytes exceeds {}", limits.max_request),
+            ));
+        }
+        let mut buf = Vec::with_capacity(len);
+        let got = (&mut stream).take(len as u64).read_to_end(&mut buf).await?;
+        if got < len {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
         Ok::<_, std::io::Error>(buf)
     })
     .await
@@ -206,6 +313,13 @@ async fn handle(
     match tag {
         ALIVE2_REQ => {
             let Some(node) = parse_alive2(body) else {
+                // A name too long or a garbled request: refused, as epmd.
+                let resp = if body.get(4..6).is_some_and(|v| v < &[0, 6][..]) {
+                    vec![ALIVE2_RESP, 1, 0, 0]
+                } else {
+                    vec![ALIVE2_X_RESP, 1, 0, 0, 0, 0]
+                };
+                stream.write_all(&resp).await?;
                 return Ok(());
             };
             let old = node.highest < 6;
@@ -260,17 +374,16 @@ async fn handle(
             stream.write_all(&reply).await?;
         }
         NAMES_REQ | DUMP_REQ => {
-            let text = {
-                let r = registry.lock();
+            let text: Arc<[u8]> = {
+                let mut r = registry.lock();
                 if tag == NAMES_REQ {
-                    r.names_text()
+                    r.names_shared()
                 } else {
-                    r.dump_text()
+                    Arc::from(r.dump_text().into_bytes())
                 }
             };
-            let mut reply = u32::from(port).to_be_bytes().to_vec();
-            reply.extend_from_slice(text.as_bytes());
-            stream.write_all(&reply).await?;
+            stream.write_all(&u32::from(port).to_be_bytes()).await?;
+            stream.write_all(&text).await?;
         }
         KILL_REQ => {
             let empty = registry.lock().is_empty();
@@ -285,11 +398,48 @@ async fn handle(
     Ok(())
 }
 
-/// `flack epmd`: binds `0.0.0.0:port` and serves until killed
-/// (`KILL_REQ` with no node registered) or the process ends.
+/// The addresses epmd listens on: those of `ERL_EPMD_ADDRESS` (a
+/// comma-separated list, spaces allowed) with the loopback address added
+/// when missing, as epmd does; every interface (`0.0.0.0`) when it is unset
+/// or empty. An address that does not parse is an error naming it.
+pub fn listen_addresses(env: Option<&str>) -> Result<Vec<IpAddr>, String> {
+    let Some(list) = env.map(str::trim).filter(|l| !l.is_empty()) else {
+        return Ok(vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]);
+    };
+    let mut out = Vec::new();
+    for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let ip: IpAddr = word
+            .parse()
+            .map_err(|_| format!("ERL_EPMD_ADDRESS: {word:?} is not an IP address"))?;
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    if !out.iter().any(|ip| *ip == loopback || ip.is_unspecified()) {
+        out.push(loopback);
+    }
+    Ok(out)
+}
+
+/// Binds `port` on each of `addresses`.
+pub async fn bind_all(addresses: &[IpAddr], port: u16) -> std::io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for ip in addresses {
+        listeners.push(TcpListener::bind(SocketAddr::new(*ip, port)).await?);
+    }
+    Ok(listeners)
+}
+
+/// `flack epmd`: binds `port` on the addresses of `ERL_EPMD_ADDRESS` (every
+/// interface when unset) and serves until killed (`KILL_REQ` with no node
+/// registered) or the process ends.
 pub async fn run(port: u16) -> std::io::Result<()> {
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await?;
-    serve(listener, CancellationToken::new()).await
+    let env = std::env::var("ERL_EPMD_ADDRESS").ok();
+    let addresses = listen_addresses(env.as_deref())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let listeners = bind_all(&addresses, port).await?;
+    serve_many(listeners, CancellationToken::new(), Limits::default()).await
 }
 
 /// `flack epmd -daemon`: starts `exe epmd` detached (own process group, no
@@ -353,6 +503,46 @@ mod tests {
         let old = r.register(node("old", 5)).expect("free");
         assert!((1..=3).contains(&old));
         assert_eq!(r.names_text(), "name old at port 4000\n");
+    }
+
+    #[test]
+    fn epmd_limits_hold() {
+        assert_eq!(
+            Limits::default(),
+            Limits {
+                max_request: 1024,
+                max_nodes: 1024,
+                max_connections: 2048
+            }
+        );
+        let mut r = Registry::new(1).with_max_nodes(2);
+        assert!(r.register(node(&"n".repeat(MAX_NAME_LEN + 1), 6)).is_none());
+        assert!(r.register(node(&"n".repeat(MAX_NAME_LEN), 6)).is_some());
+        assert!(r.register(node("b", 6)).is_some());
+        assert!(r.register(node("c", 6)).is_none(), "full");
+        let shared = r.names_shared();
+        assert!(Arc::ptr_eq(&shared, &r.names_shared()), "built once");
+        assert_eq!(&*shared, r.names_text().as_bytes());
+    }
+
+    #[test]
+    fn erl_epmd_address_as_epmd_reads_it() {
+        let ips = |s: &[&str]| {
+            s.iter()
+                .map(|a| a.parse().expect("ip"))
+                .collect::<Vec<IpAddr>>()
+        };
+        assert_eq!(listen_addresses(None), Ok(ips(&["0.0.0.0"])));
+        assert_eq!(listen_addresses(Some(" ")), Ok(ips(&["0.0.0.0"])));
+        assert_eq!(
+            listen_addresses(Some("10.1.2.3, 10.1.2.4")),
+            Ok(ips(&["10.1.2.3", "10.1.2.4", "127.0.0.1"]))
+        );
+        assert_eq!(
+            listen_addresses(Some("127.0.0.2")),
+            Ok(ips(&["127.0.0.2", "127.0.0.1"]))
+        );
+        assert!(listen_addresses(Some("localhost")).is_err());
     }
 
     #[test]
