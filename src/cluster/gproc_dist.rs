@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::election::{Dest, Effect, Election, Input, Message, NodeName};
-use super::gproc::{Change, GprocTable};
+use super::gproc::{Change, Effects, GprocTable, SyncEffect, SyncRequests};
 use super::wire;
 use crate::node::term::{as_atom, as_tuple, atom, tuple};
 use crate::node::{Mailbox, Node, Pid, Received, TermMailbox};
@@ -126,6 +126,10 @@ impl GprocDist {
         candidates.sort();
         let incarnation = next_incarnation(&config.data_dir, &me)?;
         let election = Election::new(me.clone(), pid.clone(), candidates, incarnation);
+        let mut table = GprocTable::for_node(&me);
+        // Monitor refs the leader hands out must be real refs of this node.
+        let refs = node.clone();
+        table.set_ref_maker(Arc::new(move || Term::from(refs.make_ref())));
         let (commands_tx, commands_rx) = mpsc::channel(4096);
         let status = Arc::new(Mutex::new(ClusterStatus::default()));
         let handle = Self {
@@ -141,7 +145,8 @@ impl GprocDist {
             mailbox,
             commands: commands_rx,
             election,
-            table: GprocTable::new(),
+            table,
+            syncs: SyncRequests::new(),
             observer,
             deferred: VecDeque::new(),
             forwarded: HashMap::new(),
@@ -233,6 +238,8 @@ struct Actor {
     commands: mpsc::Receiver<Command>,
     election: Election,
     table: GprocTable,
+    /// As leader: `gproc_dist:sync()` requests still waiting for nodes.
+    syncs: SyncRequests,
     observer: Arc<dyn RegistryObserver>,
     deferred: VecDeque<Deferred>,
     /// Follower: calls forwarded to the leader, by the ref we tagged them with.
@@ -420,7 +427,11 @@ impl Actor {
 
     fn local_call(&mut self, request: Term, reply: oneshot::Sender<Result<Term, CallError>>) {
         if self.election.is_leader() {
-            let answer = self.serve_call(&request);
+            let from = tuple(vec![
+                Term::from(self.pid.clone()),
+                Term::from(self.node.make_ref()),
+            ]);
+            let answer = self.serve_call(&request, &from);
             let _ = reply.send(Ok(answer));
         } else if let Some(leader) = self.election.leader().cloned() {
             self.forward_call(&leader, request, Waiter::Local(reply));
@@ -431,7 +442,7 @@ impl Actor {
 
     fn remote_call(&mut self, from: &Term, request: &Term) {
         if self.election.is_leader() {
-            let answer = self.serve_call(request);
+            let answer = self.serve_call(request, from);
             self.node.reply(&self.pid, from, leader_reply_term(answer));
         } else if let Some(leader) = self.election.leader().cloned() {
             self.forward_call(&leader, request.clone(), Waiter::Remote(from.clone()));
@@ -440,13 +451,50 @@ impl Actor {
 
     /// As leader: mutate, broadcast, then return the reply (the caller
     /// replies after this returns, so the broadcast goes first).
-    fn serve_call(&mut self, request: &Term) -> Term {
-        let (answer, changes) = self.table.leader_call(request);
+    fn serve_call(&mut self, request: &Term, from: &Term) -> Term {
+        self.refresh_up_nodes();
+        let (answer, changes) = self.table.leader_call_from(request, from);
         self.notice(changes);
+        // gproc sends these from inside the callback, before gen_leader
+        // broadcasts and replies.
+        self.deliver(answer.sends);
         if let Some(ops) = &answer.broadcast {
+            self.watch_pids_in(ops);
             self.broadcast(ops.clone());
         }
         answer.reply
+    }
+
+    /// Messages gproc sends straight to processes (waiters, monitors).
+    fn deliver(&self, sends: Vec<(Term, Term)>) {
+        for (to, message) in sends {
+            if let Term::Pid(pid) = &to {
+                self.node.send_from(&self.pid, &Pid::from(pid), message);
+            }
+        }
+    }
+
+    /// Standby failover skips standbys on nodes that are down
+    /// (`[node()|nodes()]` in gproc).
+    fn refresh_up_nodes(&mut self) {
+        let up: HashSet<String> = self
+            .node
+            .connected_nodes()
+            .into_iter()
+            .chain(self.node.hidden_nodes())
+            .chain(std::iter::once(self.me.to_string()))
+            .collect();
+        self.table.set_up_nodes(Some(up));
+    }
+
+    /// Carries out what a cast or a purge produced, as leader.
+    fn leader_effects(&mut self, effects: Effects) {
+        self.notice(effects.changes);
+        self.deliver(effects.sends);
+        if let Some(ops) = effects.broadcast {
+            self.watch_pids_in(&ops);
+            self.broadcast(ops);
+        }
     }
 
     fn forward_call(&mut self, leader: &Pid, request: Term, waiter: Waiter) {
@@ -493,11 +541,12 @@ impl Actor {
 
     fn cast(&mut self, message: Term) {
         if self.election.is_leader() {
-            let (ops, changes) = self.table.leader_cast(&message);
-            self.notice(changes);
-            if let Some(ops) = ops {
-                self.broadcast(ops);
+            if self.sync_cast(&message) {
+                return;
             }
+            self.refresh_up_nodes();
+            let effects = self.table.leader_cast_full(&message);
+            self.leader_effects(effects);
         } else if let Some(leader) = self.election.leader().cloned() {
             self.node.send_from(
                 &self.pid,
@@ -513,20 +562,33 @@ impl Actor {
             debug!("gproc_dist ignored a from_leader not sent by the leader");
             return;
         }
-        if let Some([tag, reference]) = as_tuple(ops)
-            && as_atom(tag) == Some("sync")
-        {
-            let reply = tuple(vec![atom("sync_reply"), atom(&self.me), reference.clone()]);
-            self.cast(reply);
-            return;
+        if let Some([tag, caller]) = as_tuple(ops) {
+            match as_atom(tag) {
+                // Everything broadcast before this has been applied: say so.
+                Some("sync") => {
+                    let reply = tuple(vec![atom("sync_reply"), atom(&self.me), caller.clone()]);
+                    self.cast(reply);
+                    return;
+                }
+                Some("sync_complete") => {
+                    if self.is_local_from(caller) {
+                        self.node.reply(&self.pid, caller, atom("true"));
+                    } else {
+                        self.syncs.forget(caller);
+                    }
+                    return;
+                }
+                _ => {}
+            }
         }
-        let changes = self.table.apply(ops);
+        let effects = self.table.apply_full(ops);
         // Only what this broadcast inserted can be a new owner: a scan of
         // every owner per broadcast made each sequence request cost the
         // whole registry, and a follower of a busy leader fell behind.
         let owners = GprocTable::inserted_owners(ops);
         self.watch_pids(owners.iter().map(Pid::from));
-        self.notice(changes);
+        self.notice(effects.changes);
+        self.deliver(effects.sends);
     }
 
     fn gen_call(&mut self, from: &Term, request: &Term) {
@@ -536,6 +598,12 @@ impl Actor {
                 .leader_node()
                 .map(|node| atom(node))
                 .unwrap_or_else(|| atom("undefined")),
+            // gen_server:call(gproc_dist, sync): answered later, once
+            // every node has caught up.
+            Some("sync") => {
+                self.initiate_sync(from.clone());
+                return;
+            }
             Some("get_candidates") => tuple(vec![
                 atom("ok"),
                 crate::node::term::list(
@@ -545,6 +613,86 @@ impl Actor {
             _ => atom("badarg"),
         };
         self.node.reply(&self.pid, from, reply);
+    }
+
+    // -----------------------------------------------------------------
+    // gproc_dist:sync(): the leader asks every live node to answer once it
+    // has applied all earlier broadcasts, and tells the caller when all
+    // have answered or died.
+
+    /// `initiate_sync(From)`: served here as leader, else handed to the
+    /// leader as `{initiate_sync, From}` (completion comes back to this node
+    /// as `{sync_complete, From}` because `From` is a local caller).
+    fn initiate_sync(&mut self, from: Term) {
+        if self.election.is_leader() {
+            let alive = self.alive_others();
+            let effects = self.syncs.initiate(from, alive);
+            self.sync_effects(effects);
+        } else if let Some(leader) = self.election.leader().cloned() {
+            let cast = tuple(vec![atom("initiate_sync"), from]);
+            self.node
+                .send_from(&self.pid, &leader, tuple(vec![atom("$leader_cast"), cast]));
+        }
+    }
+
+    /// The leader's sync casts; `false` when `message` is not one.
+    fn sync_cast(&mut self, message: &Term) -> bool {
+        let effects = match as_tuple(message) {
+            Some([tag, from]) if as_atom(tag) == Some("initiate_sync") => {
+                let alive = self.alive_others();
+                self.syncs.initiate(from.clone(), alive)
+            }
+            Some([tag, node, from]) if as_atom(tag) == Some("sync_reply") => {
+                let Some(node) = as_atom(node) else {
+                    return true;
+                };
+                self.syncs.reply(node, from)
+            }
+            _ => return false,
+        };
+        self.sync_effects(effects);
+        true
+    }
+
+    /// gen_leader's `alive(E) -- [node()]`: candidates not believed down.
+    fn alive_others(&self) -> Vec<String> {
+        let down = self.election.down();
+        self.election
+            .candidates()
+            .iter()
+            .filter(|node| **node != self.me && !down.contains(node))
+            .map(|node| node.to_string())
+            .collect()
+    }
+
+    fn sync_effects(&mut self, effects: Vec<SyncEffect>) {
+        for effect in effects {
+            match effect {
+                SyncEffect::Ask { nodes, message } => {
+                    let message = tuple(vec![atom("from_leader"), message]);
+                    for node in nodes {
+                        self.node
+                            .send_named(&node, NAME, message.clone(), Some(&self.pid));
+                    }
+                }
+                SyncEffect::Complete(from) => {
+                    if self.is_local_from(&from) {
+                        self.node.reply(&self.pid, &from, atom("true"));
+                    } else if let Some(node) = from_node(&from) {
+                        let message = tuple(vec![
+                            atom("from_leader"),
+                            tuple(vec![atom("sync_complete"), from]),
+                        ]);
+                        self.node.send_named(&node, NAME, message, Some(&self.pid));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a gen_server `From` (`{Pid, Tag}`) is a process of this node.
+    fn is_local_from(&self, from: &Term) -> bool {
+        from_node(from).is_some_and(|node| *node == *self.me)
     }
 
     // -----------------------------------------------------------------
@@ -565,6 +713,13 @@ impl Actor {
             self.monitored_pids.insert(pid.clone());
             self.pid_monitors.insert(reference, pid);
         }
+    }
+
+    /// gproc's `ensure_monitor` for the pids a leader op just inserted
+    /// (owners and reverse entries), without scanning the whole table.
+    fn watch_pids_in(&mut self, ops: &Term) {
+        let owners = GprocTable::inserted_owners(ops);
+        self.watch_pids(owners.iter().map(Pid::from));
     }
 
     fn pid_down(&mut self, term: &Term) {
@@ -661,11 +816,12 @@ impl Actor {
                     self.replay_deferred();
                 }
                 Effect::NodeDown(node) => {
-                    let (ops, changes) = self.table.purge_node(&node);
-                    self.notice(changes);
-                    if let Some(ops) = ops {
-                        self.broadcast(ops);
-                    }
+                    // handle_DOWN: a sync never waits on a dead node.
+                    let effects = self.syncs.node_down(&node);
+                    self.sync_effects(effects);
+                    self.refresh_up_nodes();
+                    let effects = self.table.purge_node_full(&node);
+                    self.leader_effects(effects);
                 }
                 Effect::ElectionStarted => debug!(node = %self.me, "election started"),
             }
@@ -689,6 +845,14 @@ async fn tick(timer: &mut Option<Interval>) -> Instant {
     match timer {
         Some(timer) => timer.tick().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The node of the pid in a gen_server `From` (`{Pid, Tag}`).
+fn from_node(from: &Term) -> Option<String> {
+    match as_tuple(from)? {
+        [Term::Pid(pid), _] => Some(pid.node.name.clone()),
+        _ => None,
     }
 }
 
