@@ -120,7 +120,7 @@ start_erlang() { # NAME
 # The lowest-sorted live candidate wins a fresh election: names are chosen so
 # that the intended leader sorts first, and it is started first.
 case "$shape" in
-  rust1|erlang1) ;;
+  rust1) ;;
   *) start_epmd ;;
 esac
 case "$shape" in
@@ -130,7 +130,9 @@ case "$shape" in
     n=${shape#rust}
     for i in $(seq 1 "$n"); do add_candidate "benchr$i"; done
     for i in $(seq 1 "$n"); do start_rust "benchr$i"; done ;;
-  erlang1) start_erlang benche1 ;;
+  # The original needs gproc_dist running for its global registrations: a
+  # single original node is the one candidate of its own cluster.
+  erlang1) add_candidate benche1; start_erlang benche1 ;;
   erlang2)
     add_candidate benche1; add_candidate benche2
     start_erlang benche1; start_erlang benche2 ;;
