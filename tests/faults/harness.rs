@@ -375,6 +375,21 @@ impl Cluster {
         slot.stopped = false;
     }
 
+    /// Nodes whose process exited by itself since the last look (the
+    /// ORIGINAL halts its VM when gproc_dist crashes too often).
+    pub fn reap(&mut self) -> Vec<usize> {
+        let mut exited = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(child) = slot.child.as_mut()
+                && matches!(child.try_wait(), Ok(Some(_)))
+            {
+                slot.child = None;
+                exited.push(i);
+            }
+        }
+        exited
+    }
+
     /// Deletes node `i`'s incarnation file (`gproc_dist_<node>`).
     pub fn forget_incarnation(&self, i: usize) {
         let mut removed = 0;
