@@ -190,8 +190,19 @@ impl Slot {
         self.dir.join("node.log")
     }
 
+    /// Started and not exited (a zombie not yet reaped counts as exited).
     pub fn alive(&self) -> bool {
-        self.child.is_some()
+        self.child.as_ref().is_some_and(|child| {
+            std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace()
+                        .next()
+                        .map(|state| state != "Z" && state != "X")
+                })
+                .unwrap_or(false)
+        })
     }
 }
 
@@ -225,7 +236,7 @@ pub struct Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.slots.clear();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("FLACK_FAULTS_KEEP").is_some() {
             eprintln!("node logs kept in {}", self.root.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.root);
