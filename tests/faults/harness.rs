@@ -401,6 +401,13 @@ impl Cluster {
         exited
     }
 
+    /// Whether a node's process exited and is not reaped yet.
+    pub fn reap_pending(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|slot| slot.child.is_some() && !slot.alive())
+    }
+
     /// Deletes node `i`'s incarnation file (`gproc_dist_<node>`).
     pub fn forget_incarnation(&self, i: usize) {
         let mut removed = 0;
@@ -510,6 +517,14 @@ impl Cluster {
     /// with `same_size`, all report the same registry size. Returns the
     /// leader and how long it took.
     pub async fn settled(&self, within: Duration) -> (String, Duration) {
+        match self.try_settled(within).await {
+            Ok(settled) => settled,
+            Err(views) => panic!("the cluster did not settle within {within:?}: {views}"),
+        }
+    }
+
+    /// [`Cluster::settled`], or the last views when it did not settle.
+    pub async fn try_settled(&self, within: Duration) -> Result<(String, Duration), String> {
         let started = Instant::now();
         let alive = self.alive();
         let dead: HashSet<&str> = (0..self.slots.len())
@@ -546,11 +561,11 @@ impl Cluster {
                 && sizes.len() == 1
                 && let Some(Some(leader)) = leaders.into_iter().next()
             {
-                return (leader.clone(), started.elapsed());
+                return Ok((leader.clone(), started.elapsed()));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("the cluster did not settle within {within:?}: {views:?}");
+        Err(format!("{views:?}"))
     }
 }
 
