@@ -288,6 +288,51 @@ async fn rust_cluster_kills_and_restarts_under_load() {
     kills_and_restarts(&[Kind::Rust, Kind::Rust, Kind::Rust], "rust kills").await;
 }
 
+/// Waits for the cluster to settle after `since` (a heal or a resume),
+/// watching for ORIGINAL nodes that halt meanwhile: an original node that
+/// has to surrender to the merged leader crashes (gproc 0.8.0's
+/// surrendered_1 fails with function_clause in mk_broadcast_insert_vals on
+/// its own `n` registrations) until its supervisor gives up and the VM
+/// halts. Its users lose their connection; it is started again, as an
+/// operator (or systemd) would, with three new users. Returns the leader,
+/// the time from `since`, and the nodes that halted.
+async fn settle_reaping(
+    cluster: &mut Cluster,
+    users: &mut Vec<User>,
+    since: Instant,
+    label: &str,
+    tag: &str,
+) -> (String, Duration, Vec<usize>) {
+    let mut crashed = Vec::new();
+    while since.elapsed() < SETTLE {
+        let exited = cluster.reap();
+        for &i in &exited {
+            assert_eq!(cluster.slots[i].kind, Kind::Original, "a Rust node exited");
+            println!(
+                "{label}: ORIGINAL node {i} halted ({:?} after the heal or resume); \
+                 its users were disconnected; restarting it",
+                since.elapsed()
+            );
+            cluster.boot(i).await;
+            users.extend(users_on(cluster, i, 3, &format!("{tag}{i}")).await);
+        }
+        crashed.extend(exited);
+        if let Ok((leader, _)) = cluster.try_settled(Duration::from_secs(2)).await {
+            let took = since.elapsed();
+            // Give a surrendering original node time to fail.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if cluster.reap_pending() {
+                continue;
+            }
+            return (leader, took, crashed);
+        }
+    }
+    panic!(
+        "{label}: the cluster did not settle after {:?}",
+        since.elapsed()
+    );
+}
+
 /// A fault window: from, to, and the pairs of nodes cut apart in it.
 type Window = (Instant, Instant, Vec<(usize, usize)>);
 
@@ -349,34 +394,14 @@ async fn partitions(kinds: &[Kind], label: &str) {
         );
         let healed_at = Instant::now();
         firewall.heal();
-        let (mut after, took) = cluster.settled(SETTLE).await;
-        // An ORIGINAL node that has to surrender after the heal crashes
-        // (gproc 0.8.0's surrendered_1 fails with function_clause in
-        // mk_broadcast_insert_vals on its own `n` registrations), until its
-        // supervisor gives up and the VM halts. Its users lose their
-        // connection; it is started again, as an operator (or systemd)
-        // would, with new users.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let crashed = cluster.reap();
-        for &i in &crashed {
-            assert_eq!(
-                cluster.slots[i].kind,
-                Kind::Original,
-                "a Rust node exited after the heal"
-            );
-            println!(
-                "{label}: {what}: ORIGINAL node {i} halted after the heal ({:?} after it); \
-                 its users were disconnected; restarting it",
-                healed_at.elapsed()
-            );
-            cluster.boot(i).await;
-        }
-        if !crashed.is_empty() {
-            after = cluster.settled(SETTLE).await.0;
-        }
-        for &i in &crashed {
-            users.extend(users_on(&cluster, i, 3, &format!("c{}", windows.len())).await);
-        }
+        let (after, took, _) = settle_reaping(
+            &mut cluster,
+            &mut users,
+            healed_at,
+            label,
+            &format!("c{}", windows.len()),
+        )
+        .await;
         let settled_at = Instant::now();
         println!(
             "{label}: {what} healed: one leader ({after}), followed by all, same registry size, \
@@ -465,35 +490,14 @@ async fn pauses(kinds: &[Kind], label: &str) {
         tokio::time::sleep(hold.saturating_sub(paused_at.elapsed())).await;
         let resumed_at = Instant::now();
         cluster.resume(victim);
-        // An ORIGINAL node resumed past the tick timeout surrenders to the
-        // leader and halts, as after a partition (see `partitions`): look
-        // for that while waiting for the cluster to settle.
-        let mut crashed = Vec::new();
-        let mut settled = None;
-        while resumed_at.elapsed() < SETTLE {
-            let exited = cluster.reap();
-            for &i in &exited {
-                assert_eq!(cluster.slots[i].kind, Kind::Original, "a Rust node exited");
-                println!(
-                    "{label}: ORIGINAL node {i} halted after it was resumed ({:?} after it); \
-                     its users were disconnected; restarting it",
-                    resumed_at.elapsed()
-                );
-                cluster.boot(i).await;
-                users.extend(users_on(&cluster, i, 3, &format!("p{}", windows.len())).await);
-            }
-            crashed.extend(exited);
-            if let Ok(done) = cluster.try_settled(Duration::from_secs(2)).await {
-                // Give a surrendering original node time to fail.
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                if cluster.reap_pending() {
-                    continue;
-                }
-                settled = Some((done.0, resumed_at.elapsed() - Duration::from_secs(3)));
-                break;
-            }
-        }
-        let (after, took) = settled.expect("the cluster settles after the resume");
+        let (after, took, crashed) = settle_reaping(
+            &mut cluster,
+            &mut users,
+            resumed_at,
+            label,
+            &format!("p{}", windows.len()),
+        )
+        .await;
         let view = cluster.view(victim).await;
         println!(
             "{label}: resumed {victim} after {:?}: settled under {after} after {took:?}; it is \
@@ -539,6 +543,12 @@ async fn pauses(kinds: &[Kind], label: &str) {
             .iter()
             .any(|(from, to, v)| at >= *from && at <= *to && s != r && (s == *v || r == *v))
     };
+    // Stop and drain first: an account taken while messages fly counts
+    // the newest ones as missed.
+    for user in &users {
+        user.post(false);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let all: Vec<&User> = users.iter().collect();
     let strict = account(&all, |s, r, at| !excused(s, r, at));
     println!(
