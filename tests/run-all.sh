@@ -16,6 +16,8 @@ install_missing() {
   command -v erl >/dev/null 2>&1 || packages+=(erlang-nox)
   [ -x /usr/bin/chromium ] || packages+=(chromium)
   command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
+  # tests/faults.rs cuts and degrades paths between nodes with nftables.
+  command -v nft >/dev/null 2>&1 || packages+=(nftables)
   if [ ${#packages[@]} -gt 0 ]; then
     log "installing ${packages[*]}"
     local sudo=""

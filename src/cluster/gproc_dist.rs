@@ -722,12 +722,24 @@ impl Actor {
         self.watch_pids(owners.iter().map(Pid::from));
     }
 
+    /// A monitored registered pid is down: tell the leader (gproc's
+    /// `pid_is_DOWN`), unless this follower merely lost its connection to
+    /// the pid's node. `noconnection` says nothing about the process: after
+    /// a partition or a pause of this node, the pids of every node it lost
+    /// sight of are alive, and a `pid_is_DOWN` for each would make the
+    /// leader delete their registrations cluster-wide. The leader learns of
+    /// a node that really went away itself (its own nodedown purges it);
+    /// the pid is monitored again at the next snapshot or broadcast.
     fn pid_down(&mut self, term: &Term) {
-        let Some((reference, _)) = down_message(term) else {
+        let Some((reference, reason)) = down_message(term) else {
             return;
         };
         if let Some(pid) = self.pid_monitors.remove(&reference) {
             self.monitored_pids.remove(&pid);
+            if as_atom(&reason) == Some("noconnection") && !self.election.is_leader() {
+                debug!(%pid, "lost sight of a registered pid's node; not reported as down");
+                return;
+            }
             self.cast(tuple(vec![atom("pid_is_DOWN"), Term::from(pid)]));
         }
     }

@@ -276,6 +276,27 @@ pub(crate) fn local(core: &Core) -> Local {
     }
 }
 
+/// Connects to `addr` from `source` when the distribution listener is bound
+/// to one address (`inet_dist_use_interface`), so the peer and every
+/// firewall between see the node's own address as the source, as OTP does
+/// when `inet_dist_connect_options` holds `{ip, Address}`. We take the
+/// listener's address for it: a node then uses one address for all of its
+/// distribution traffic. An unspecified listener address (every interface),
+/// or one of the other IP family than the peer's, leaves the choice to the
+/// kernel, as before.
+async fn connect_from(source: IpAddr, addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    if source.is_unspecified() || source.is_ipv4() != addr.is_ipv4() {
+        return TcpStream::connect(addr).await;
+    }
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
 /// Our attempt to connect to `node` for slot `id`.
 pub(crate) async fn connect(core: Arc<Core>, node: Arc<str>, id: u64, cancel: CancellationToken) {
     let attempt = async {
@@ -292,7 +313,8 @@ pub(crate) async fn connect(core: Arc<Core>, node: Arc<str>, id: u64, cancel: Ca
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{alive} is not registered with epmd on {host}"))?;
         let addr = std::net::SocketAddr::new(epmd_addr.ip(), entry.port);
-        let mut stream = tokio::time::timeout(core.config.setup_time, TcpStream::connect(addr))
+        let connecting = connect_from(core.config.listen_ip, addr);
+        let mut stream = tokio::time::timeout(core.config.setup_time, connecting)
             .await
             .map_err(|_| "connect timeout".to_owned())?
             .map_err(|e| format!("connect {addr}: {e}"))?;
