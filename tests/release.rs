@@ -210,19 +210,21 @@ fn two_node_cluster() -> (Release, Release, String) {
     (first, second, host)
 }
 
-/// Two clients in the room `foobar` exchange a message.
-async fn chat(first: std::net::SocketAddr, second: std::net::SocketAddr) {
+/// Two clients in `room` exchange a message. Each call uses a room of its
+/// own: the clients of an earlier call leave when they are dropped, and
+/// their `left` events may still be on their way.
+async fn chat(first: std::net::SocketAddr, second: std::net::SocketAddr, room: &str) {
     let mut alice = Client::login(first, "alice").await;
-    alice.join("foobar").await;
+    alice.join(room).await;
     let mut bob = Client::login(second, "bob").await;
-    let (state, _) = bob.join("foobar").await;
+    let (state, _) = bob.join(room).await;
     assert!(
         state.to_string().contains(&alice.user_id),
         "bob's chat_state lacks alice: {state}"
     );
     let joined = alice.expect("joined").await;
     assert_eq!(joined["user_id"], bob.user_id.as_str());
-    bob.post("foobar", "I like cats").await;
+    bob.post(room, "I like cats").await;
     let sender = bob.user_id.clone();
     for client in [&mut alice, &mut bob] {
         let message = client.expect("chat_message").await;
@@ -253,10 +255,10 @@ async fn two_nodes_start_ping_chat_and_stop() {
         );
     }
 
-    chat(addr(port1), addr(port1)).await;
-    chat(addr(port2), addr(port2)).await;
+    chat(addr(port1), addr(port1), "on-flack1").await;
+    chat(addr(port2), addr(port2), "on-flack2").await;
     // The two nodes form one gproc_dist cluster: a room spans both.
-    chat(addr(port1), addr(port2)).await;
+    chat(addr(port1), addr(port2), "across").await;
     let view = flack2.flack(&["cluster"]);
     let view = String::from_utf8_lossy(&view.stdout).into_owned();
     assert!(
