@@ -1,19 +1,14 @@
 //! The `flack` binary as operators run it: Erlang-style `-flack port N`,
 //! static files, and a graceful stop on SIGTERM.
 
+mod node_support;
 mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use node_support::free_port;
 use support::Client;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
 
 /// A running `flack` process, killed if the test ends early.
 struct Flack(Option<Child>);

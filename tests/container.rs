@@ -22,7 +22,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use node_support::{TestEpmd, unique};
+use node_support::{TestEpmd, free_port, unique};
 use serde_json::Value;
 use support::{Client, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,13 +38,6 @@ fn repo(path: &str) -> PathBuf {
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(repo(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }
 
 /// The Dockerfile's instructions, continuation lines joined, comments

@@ -35,12 +35,12 @@
 mod node_support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use node_support::{TestEpmd, erl_available, unique};
+use node_support::{TestEpmd, erl_available, free_port, unique};
 use serde_json::Value;
 
 const COOKIE: &str = "gproc_suite_cookie";
@@ -176,13 +176,6 @@ fn compile(env: &Env, dir: &Path) {
         .status()
         .expect("erlc runs");
     assert!(status.success(), "erlc failed");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }
 
 /// The Rust node, `flack foreground`, killed when dropped.

@@ -13,12 +13,12 @@
 mod node_support;
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use node_support::{TestEpmd, erl_available, unique};
+use node_support::{TestEpmd, erl_available, free_port, unique};
 use serde_json::{Value, json};
 use support::Client;
 
@@ -42,13 +42,6 @@ fn skip() -> bool {
          jiffy from Debian's erlang-jiffy) to run the mixed-cluster tests"
     );
     true
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }
 
 /// A node process (original or Rust), killed with SIGKILL when dropped.

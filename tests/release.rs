@@ -5,6 +5,7 @@
 //! candidate list in sys.config), and `bin/flack` starts, pings, stops them
 //! while websocket clients chat.
 
+mod node_support;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -12,16 +13,10 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use node_support::free_port;
 use support::Client;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
 
 /// This host's short name, as operators write it in node names.
 fn short_host() -> String {

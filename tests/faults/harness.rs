@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -44,12 +44,7 @@ pub fn erl_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
+pub use crate::node_support::free_port;
 
 /// An EPMD of our own on every address (so `name@127.a.b.c` lookups reach
 /// it), on a free port.

@@ -264,3 +264,11 @@ pub async fn rust_and_erl(stem: &str, cookie: &str) -> (TestEpmd, Node, Ctl, Erl
     ctl.agent_up(&erl.name).await;
     (epmd, node, ctl, erl)
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
