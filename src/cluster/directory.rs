@@ -166,10 +166,13 @@ pub struct Directory {
     fanouts: Mutex<HashMap<Arc<str>, Fanout>>,
     /// Cluster: each chat's stream of events from this node.
     streams: Arc<Streams<Pending>>,
-    /// Cluster: local sessions whose join is at the leader, by chat. Events
-    /// that reach this node meanwhile are theirs too: the registration may
-    /// precede the event at the leader even though its reply has not
-    /// arrived here yet.
+    /// Cluster: this node's sessions in each chat, from the moment their
+    /// join goes to the leader until their `left` is out. Events for a chat
+    /// go to these, not to the local members the replicated registry lists:
+    /// a registration may precede an event at the leader while its reply is
+    /// still on the way here, and after a partition heals the new leader's
+    /// snapshot lacks this node's own members until they are registered
+    /// again; neither may cost a local member an event.
     joining: Mutex<HashMap<Arc<str>, Vec<Pid>>>,
     /// Cluster: where chat streams queue their requests for numbers, so
     /// that one leader call serves every chat that is waiting.
@@ -408,8 +411,12 @@ impl Directory {
             atom("reg"),
         ]);
         let registered = {
-            let _joining = JoiningGuard::new(self, chat, pid);
-            self.call(request).await?
+            let joining = JoiningGuard::new(self, chat, pid);
+            let registered = self.call(request).await?;
+            if as_atom(&registered) == Some("true") {
+                joining.keep();
+            }
+            registered
         };
         if as_atom(&registered) != Some("true") {
             return Err(RegistryError::AlreadyMember {
@@ -510,6 +517,7 @@ impl Directory {
             // its own earlier messages.
             let audience = Audience::Everyone { extra: None };
             self.announce_cluster(chat, pid, kind, audience, true).await;
+            self.forget_local_member(chat, pid);
             let request = tuple(vec![atom("unreg"), chat_key(chat), Term::from(pid.clone())]);
             self.call(request).await?;
             self.release_sequence_if_empty(chat).await;
@@ -544,6 +552,10 @@ impl Directory {
                 }
             }
             self.routes.lock().remove(pid);
+            self.joining.lock().retain(|_, pids| {
+                pids.retain(|member| member != pid);
+                !pids.is_empty()
+            });
             if let Some(cluster) = self.cluster.get() {
                 cluster.cast(tuple(vec![atom("pid_is_DOWN"), Term::from(pid.clone())]));
             }
@@ -627,31 +639,19 @@ impl Directory {
     /// local members in the replicated registry, and local sessions whose
     /// join is at the leader. Returns how many there were.
     fn deliver_locally(&self, event: &Arc<ChatEvent>) -> usize {
-        let chat = &*event.chat;
+        let members: Vec<Pid> = self
+            .joining
+            .lock()
+            .get(&*event.chat)
+            .cloned()
+            .unwrap_or_default();
+        let routes = self.routes.lock();
         let mut count = 0;
-        {
-            let registry = self.registry.lock();
-            for member in registry
-                .chat(chat)
-                .map(|entry| entry.members())
-                .unwrap_or_default()
-            {
-                if let Route::Local(_) = &member.route {
-                    self.deliver(&member.route, event, None, None);
-                    count += 1;
+        for pid in &members {
+            if let Some(queue) = routes.get(pid) {
+                if queue.deliver(event) == Delivery::Accepted {
+                    Metrics::bump(&self.metrics.deliveries);
                 }
-            }
-        }
-        let joining: Vec<Pid> = self.joining.lock().get(chat).cloned().unwrap_or_default();
-        for pid in joining {
-            let listed = self
-                .registry
-                .lock()
-                .chat(chat)
-                .is_some_and(|entry| entry.contains(&pid));
-            let queue = self.routes.lock().get(&pid).cloned();
-            if let (false, Some(queue)) = (listed, queue) {
-                self.deliver(&Route::Local(queue), event, None, None);
                 count += 1;
             }
         }
@@ -660,13 +660,18 @@ impl Directory {
 
     /// Whether a chat has members (or joiners) on this node.
     fn has_local_members(&self, chat: &str) -> bool {
-        let local = self.registry.lock().chat(chat).is_some_and(|entry| {
-            entry
-                .members()
-                .iter()
-                .any(|member| matches!(member.route, Route::Local(_)))
-        });
-        local || self.joining.lock().contains_key(chat)
+        self.joining.lock().contains_key(chat)
+    }
+
+    /// A local session is out of `chat` (its `left` has been sent).
+    fn forget_local_member(&self, chat: &str, pid: &Pid) {
+        let mut joining = self.joining.lock();
+        if let Some(pids) = joining.get_mut(chat) {
+            pids.retain(|member| member != pid);
+            if pids.is_empty() {
+                joining.remove(chat);
+            }
+        }
     }
 
     /// Sends a numbered batch of one chat's events: to this node's members
@@ -1112,12 +1117,15 @@ impl Sink<Pending> for Directory {
     }
 }
 
-/// Marks a local session's join as in flight at the leader for as long as
-/// it lives (see [`Directory::deliver_locally`]).
+/// Lists a local session as a member of a chat while its join is at the
+/// leader, and after it if the join succeeds (see
+/// [`Directory::deliver_locally`]).
 struct JoiningGuard<'a> {
     directory: &'a Directory,
     chat: Arc<str>,
     pid: Pid,
+    /// The join succeeded: the session stays listed after the guard.
+    kept: bool,
 }
 
 impl<'a> JoiningGuard<'a> {
@@ -1133,12 +1141,21 @@ impl<'a> JoiningGuard<'a> {
             directory,
             chat,
             pid: pid.clone(),
+            kept: false,
         }
+    }
+
+    /// Keeps the session listed as a member of the chat.
+    fn keep(mut self) {
+        self.kept = true;
     }
 }
 
 impl Drop for JoiningGuard<'_> {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         let mut joining = self.directory.joining.lock();
         if let Some(pids) = joining.get_mut(&self.chat) {
             pids.retain(|pid| pid != &self.pid);
