@@ -73,27 +73,8 @@ pub enum DirectoryError {
 /// A chat's sequence counter in the cluster.
 #[derive(Debug, Clone, Default)]
 struct Counter {
-    /// Every registration of the counter. gproc keeps a counter per owner,
-    /// so two nodes that register a chat's counter at the same moment both
-    /// succeed; every node then uses the same one, the lowest owner, and a
-    /// node whose own registration is not it removes that registration.
-    owners: Vec<eetf::Pid>,
+    owner: Option<eetf::Pid>,
     last: u64,
-}
-
-impl Counter {
-    /// The registration every node increments: the lowest owner, so that
-    /// nodes that have seen the same registrations agree.
-    fn owner(&self) -> Option<&eetf::Pid> {
-        self.owners.iter().min_by(|a, b| {
-            (a.node.name.as_str(), a.id, a.serial, a.creation).cmp(&(
-                b.node.name.as_str(),
-                b.id,
-                b.serial,
-                b.creation,
-            ))
-        })
-    }
 }
 
 /// Events one chat's stream may hold on this node; also the largest batch
@@ -280,7 +261,7 @@ impl Directory {
         {
             let counters = self.counters.lock();
             for request in batch.drain(..) {
-                match counters.get(&request.chat).and_then(|c| c.owner().cloned()) {
+                match counters.get(&request.chat).and_then(|c| c.owner.clone()) {
                     Some(owner) => together.push((request, owner)),
                     None => self.reserve_alone(request),
                 }
@@ -793,7 +774,7 @@ impl Directory {
         Metrics::add(&self.metrics.sequenced_events, count);
         for _ in 0..3 {
             let counter = self.counters.lock().get(chat).cloned().unwrap_or_default();
-            if let Some(owner) = counter.owner() {
+            if let Some(owner) = &counter.owner {
                 let Ok(increment) = i32::try_from(count) else {
                     break;
                 };
@@ -932,7 +913,7 @@ impl Directory {
             .counters
             .lock()
             .get(chat)
-            .and_then(|counter| counter.owner().cloned());
+            .and_then(|counter| counter.owner.clone());
         if let (true, Some(owner)) = (empty, owner) {
             let request = tuple(vec![atom("unreg"), sequence_key(chat), Term::Pid(owner)]);
             // badarg (already gone, or someone re-registered) is fine.
@@ -940,9 +921,7 @@ impl Directory {
         }
     }
 
-    /// Follows the registrations of chats' counters: `value` is `Some` when
-    /// `owner`'s counter is there with that value, `None` when it is gone.
-    fn track_counter(&self, name: &Term, owner: eetf::Pid, value: Option<i64>) {
+    fn track_counter(&self, name: &Term, owner: Option<eetf::Pid>, value: Option<i64>) {
         let Term::Tuple(parts) = name else { return };
         let [tag, Term::Binary(chat)] = parts.elements.as_slice() else {
             return;
@@ -959,38 +938,17 @@ impl Directory {
             .chat(chat)
             .is_none_or(|entry| entry.members().is_empty());
         let mut counters = self.counters.lock();
-        let counter = counters.entry(Arc::from(chat)).or_default();
-        match value {
-            Some(value) => {
-                if let Ok(value) = u64::try_from(value) {
-                    counter.last = counter.last.max(value);
-                }
-                if !counter.owners.contains(&owner) {
-                    counter.owners.push(owner);
-                }
-            }
-            None => counter.owners.retain(|known| *known != owner),
-        }
-        if counter.owners.is_empty() && chat_empty {
+        if owner.is_none() && chat_empty {
             // Gone with its chat: forget it, so this map stays as small as
             // the set of chats in use.
             counters.remove(chat);
             return;
         }
-        // A second registration of the same counter: if it is this node's
-        // and not the one every node uses, take it back (from a task: this
-        // runs on the gproc_dist process, which must not wait on itself).
-        let (Some(cluster), Some(chosen)) = (self.cluster.get(), counter.owner()) else {
-            return;
-        };
-        let mine = eetf::Pid::from(cluster.pid());
-        if counter.owners.len() > 1 && counter.owners.contains(&mine) && *chosen != mine {
-            let request = tuple(vec![atom("unreg"), sequence_key(chat), Term::Pid(mine)]);
-            let cluster = cluster.clone();
-            tokio::spawn(async move {
-                let _ = cluster.call(request).await;
-            });
+        let counter = counters.entry(Arc::from(chat)).or_default();
+        if let Some(value) = value.and_then(|value| u64::try_from(value).ok()) {
+            counter.last = counter.last.max(value);
         }
+        counter.owner = owner;
     }
 }
 
@@ -1041,9 +999,9 @@ impl RegistryObserver for Directory {
                     registry.drop_if_empty(&chat);
                 }
                 Change::Counter { name, owner, value } => {
-                    self.track_counter(&name, owner, Some(value))
+                    self.track_counter(&name, Some(owner), Some(value))
                 }
-                Change::CounterGone { name, owner } => self.track_counter(&name, owner, None),
+                Change::CounterGone { name, .. } => self.track_counter(&name, None, None),
                 Change::Name { name, owner, value } => {
                     self.track_fanout(&name, owner, value.as_ref())
                 }
@@ -1236,51 +1194,6 @@ mod tests {
             b_events[0].contains(r#""user_name":"bob""#) && b_events[0].contains(r#""sequence":2"#)
         );
         assert!(b_events[2].contains(r#""sequence":4"#));
-    }
-
-    #[tokio::test]
-    async fn every_node_uses_the_lowest_registration_of_a_chat_counter() {
-        let directory = directory().await;
-        let (route, _mailbox) = mailbox(16);
-        directory
-            .register_user(&pid(1), &route, "ann", "a-id")
-            .await
-            .expect("registered");
-        directory.join("room", &pid(1), route).await.expect("join");
-        let owner = |node: &str| eetf::Pid::new(node.to_owned(), 93, 0, 1);
-        let name = sequence_name("room");
-        let counter = |change| {
-            directory.registry_changed(vec![change]);
-            directory
-                .counters
-                .lock()
-                .get("room")
-                .map(|counter| (counter.owner().cloned(), counter.last))
-        };
-        // Two nodes registered it at once; whatever order the broadcasts
-        // come in, the lowest owner is the one used.
-        let seen = counter(Change::Counter {
-            name: name.clone(),
-            owner: owner("n2@h"),
-            value: 7,
-        });
-        assert_eq!(seen, Some((Some(owner("n2@h")), 7)));
-        let seen = counter(Change::Counter {
-            name: name.clone(),
-            owner: owner("n1@h"),
-            value: 3,
-        });
-        assert_eq!(
-            seen,
-            Some((Some(owner("n1@h")), 7)),
-            "numbers never go back"
-        );
-        // The chosen one goes: the other one is used.
-        let seen = counter(Change::CounterGone {
-            name: name.clone(),
-            owner: owner("n1@h"),
-        });
-        assert_eq!(seen, Some((Some(owner("n2@h")), 7)));
     }
 
     #[tokio::test]
