@@ -9,10 +9,10 @@
 //! what it takes):
 //!
 //! - version 2, `{flack_fanout, [Record, ...]}`: a batch of one chat's
-//!   events, in sequence order, for every member of that chat on this node
-//!   (and every local session whose join is at the leader). The sender
-//!   neither encodes nor lists the members, and this node resolves them
-//!   from its own replica of the registry.
+//!   events, in sequence order, for every session of this node in that chat
+//!   (from the moment its join goes to the leader until its `left` is out;
+//!   the directory keeps them). The sender neither encodes nor lists the
+//!   members.
 //! - version 1, `{flack_fanout, Record, [Pid, ...]}`: one event for the
 //!   listed sessions, as nodes without a version send it.
 //!
