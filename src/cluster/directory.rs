@@ -103,6 +103,9 @@ struct Reservation {
 /// `{flack_fanout, Record, [Pid]}`.
 pub const FANOUT_VERSION: i32 = 2;
 
+/// A session of this node in a chat, with the queue that reaches it.
+type LocalMember = (Pid, MailboxSender);
+
 /// Another Rust node's fan-out process.
 #[derive(Debug, Clone)]
 struct Fanout {
@@ -154,7 +157,7 @@ pub struct Directory {
     /// still on the way here, and after a partition heals the new leader's
     /// snapshot lacks this node's own members until they are registered
     /// again; neither may cost a local member an event.
-    joining: Mutex<HashMap<Arc<str>, Vec<Pid>>>,
+    joining: Mutex<HashMap<Arc<str>, Vec<LocalMember>>>,
     /// Cluster: where chat streams queue their requests for numbers, so
     /// that one leader call serves every chat that is waiting.
     reservations: OnceLock<mpsc::Sender<Reservation>>,
@@ -392,7 +395,7 @@ impl Directory {
             atom("reg"),
         ]);
         let registered = {
-            let joining = JoiningGuard::new(self, chat, pid);
+            let joining = JoiningGuard::new(self, chat, pid, &route);
             let registered = self.call(request).await?;
             if as_atom(&registered) == Some("true") {
                 joining.keep();
@@ -534,7 +537,7 @@ impl Directory {
             }
             self.routes.lock().remove(pid);
             self.joining.lock().retain(|_, pids| {
-                pids.retain(|member| member != pid);
+                pids.retain(|(member, _)| member != pid);
                 !pids.is_empty()
             });
             if let Some(cluster) = self.cluster.get() {
@@ -620,23 +623,20 @@ impl Directory {
     /// local members in the replicated registry, and local sessions whose
     /// join is at the leader. Returns how many there were.
     fn deliver_locally(&self, event: &Arc<ChatEvent>) -> usize {
-        let members: Vec<Pid> = self
-            .joining
-            .lock()
-            .get(&*event.chat)
-            .cloned()
-            .unwrap_or_default();
-        let routes = self.routes.lock();
-        let mut count = 0;
-        for pid in &members {
-            if let Some(queue) = routes.get(pid) {
-                if queue.deliver(event) == Delivery::Accepted {
-                    Metrics::bump(&self.metrics.deliveries);
-                }
-                count += 1;
+        // Delivery never blocks, so it runs under the lock: no copy of the
+        // member list and no route lookup per member and event.
+        let joining = self.joining.lock();
+        let Some(members) = joining.get(&*event.chat) else {
+            return 0;
+        };
+        let mut accepted = 0;
+        for (_, queue) in members {
+            if queue.deliver(event) == Delivery::Accepted {
+                accepted += 1;
             }
         }
-        count
+        Metrics::add(&self.metrics.deliveries, accepted);
+        members.len()
     }
 
     /// Whether a chat has members (or joiners) on this node.
@@ -648,7 +648,7 @@ impl Directory {
     fn forget_local_member(&self, chat: &str, pid: &Pid) {
         let mut joining = self.joining.lock();
         if let Some(pids) = joining.get_mut(chat) {
-            pids.retain(|member| member != pid);
+            pids.retain(|(member, _)| member != pid);
             if pids.is_empty() {
                 joining.remove(chat);
             }
@@ -1087,14 +1087,14 @@ struct JoiningGuard<'a> {
 }
 
 impl<'a> JoiningGuard<'a> {
-    fn new(directory: &'a Directory, chat: &str, pid: &Pid) -> Self {
+    fn new(directory: &'a Directory, chat: &str, pid: &Pid, route: &MailboxSender) -> Self {
         let chat: Arc<str> = Arc::from(chat);
         directory
             .joining
             .lock()
             .entry(chat.clone())
             .or_default()
-            .push(pid.clone());
+            .push((pid.clone(), route.clone()));
         Self {
             directory,
             chat,
@@ -1116,7 +1116,7 @@ impl Drop for JoiningGuard<'_> {
         }
         let mut joining = self.directory.joining.lock();
         if let Some(pids) = joining.get_mut(&self.chat) {
-            pids.retain(|pid| pid != &self.pid);
+            pids.retain(|(pid, _)| pid != &self.pid);
             if pids.is_empty() {
                 joining.remove(&self.chat);
             }
