@@ -44,32 +44,7 @@ pub fn erl_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-pub use crate::node_support::free_port;
-
-/// An EPMD of our own on every address (so `name@127.a.b.c` lookups reach
-/// it), on a free port.
-pub struct Epmd {
-    pub port: u16,
-    cancel: CancellationToken,
-}
-
-impl Epmd {
-    pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let cancel = CancellationToken::new();
-        tokio::spawn(flack::node::epmd::server::serve(listener, cancel.clone()));
-        Epmd { port, cancel }
-    }
-}
-
-impl Drop for Epmd {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
+pub use crate::node_support::{TestEpmd, free_port};
 
 /// A block of loopback addresses for one cluster, 127.B.C.1..: distinct
 /// per test and per test process so parallel tests never share rules.
@@ -223,7 +198,7 @@ fn signal(child: &Child, sig: &str) -> bool {
 
 pub struct Cluster {
     pub slots: Vec<Slot>,
-    pub epmd: Epmd,
+    pub epmd: TestEpmd,
     pub root: PathBuf,
     pub names: Vec<String>,
 }
@@ -244,7 +219,8 @@ impl Cluster {
     /// node 0 sorts first and leads the first election.
     pub async fn start(kinds: &[Kind]) -> Self {
         let [b, c] = address_block();
-        let epmd = Epmd::start().await;
+        // On every address, so `name@127.a.b.c` lookups reach it.
+        let epmd = TestEpmd::start_on("0.0.0.0").await;
         let root = std::env::temp_dir().join(format!(
             "flack-faults-{}-{b}-{c}-{}",
             std::process::id(),

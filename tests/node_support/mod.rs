@@ -74,7 +74,12 @@ pub struct TestEpmd {
 
 impl TestEpmd {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// An EPMD on a free port of `address` ("0.0.0.0": every address).
+    pub async fn start_on(address: &str) -> Self {
+        let listener = TcpListener::bind((address, 0)).await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let cancel = CancellationToken::new();
         tokio::spawn(flack::node::epmd::server::serve(listener, cancel.clone()));
