@@ -49,8 +49,10 @@ use origin::AllowedOrigins;
 
 /// Websocket buffer sizes. tungstenite's defaults (128 KiB each) would
 /// dominate the memory of an idle connection; flack frames are small, and
-/// buffers grow on demand for the rare large one.
-const READ_BUFFER_BYTES: usize = 1024;
+/// buffers grow on demand for the rare large one. The read buffer is kept
+/// by every connection for its whole life (a chat post is 100-300 bytes):
+/// 512 instead of 1024 bytes took an idle connection from 6.2 to 5.7 KiB.
+const READ_BUFFER_BYTES: usize = 512;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Limits of the HTTP side of the listener.
