@@ -159,7 +159,7 @@ async fn killed_node_services_come_back_under_their_names_and_work() {
     // through the new mesh keeper.
     kill_and_await_restart(&mut ctl, &erl.name, &node, "flack_mesh").await;
     let other = Erl::start(&unique("emesh"), COOKIE, epmd.port, "nobody@localhost", &[]);
-    let mut connected = Term::from(atom("false"));
+    let mut connected = atom("false");
     for _ in 0..100 {
         connected = ctl
             .cmd(&erl.name, tuple(vec![atom("connect"), atom(&other.name)]))
