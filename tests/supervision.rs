@@ -469,3 +469,185 @@ async fn a_service_killed_past_its_limit_fails_health_and_the_node_exits_non_zer
     drop(ctl);
     control.shutdown().await;
 }
+
+/// The ORIGINAL Erlang flack's build (`FLACK_ERLANG_HOME`), when present.
+fn original_home() -> Option<std::path::PathBuf> {
+    let home = std::path::PathBuf::from(std::env::var_os("FLACK_ERLANG_HOME")?);
+    (home.join("lib").is_dir() && erl_available()).then_some(home)
+}
+
+/// An original flack node, started as its release does; killed when dropped.
+struct Original(Child);
+
+impl Drop for Original {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the original flack as `name` with `candidates`, its websocket
+/// port `port`, registered with `epmd_port`.
+fn start_original(
+    home: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    candidates: &[String],
+    port: u16,
+    epmd_port: u16,
+) -> Original {
+    std::fs::create_dir_all(dir).expect("node dir");
+    let config = dir.join("sys.config");
+    std::fs::write(
+        &config,
+        format!(
+            "[{{kernel, [{{logger_level, warning}}]}},\n {{flack, [{{port, {port}}}]}},\n \
+             {{gproc, [{{gproc_dist, [{}]}}]}}].\n",
+            candidates.join(",")
+        ),
+    )
+    .expect("sys.config");
+    let mut command = Command::new("erl");
+    command
+        .args(["-sname", name, "-setcookie", COOKIE, "-noshell", "-noinput"])
+        .arg("-config")
+        .arg(config.with_extension(""));
+    for app in std::fs::read_dir(home.join("lib"))
+        .expect("lib dir")
+        .flatten()
+    {
+        command.arg("-pa").arg(app.path().join("ebin"));
+    }
+    let start = "[{ok, _} = application:ensure_all_started(A, permanent) || \
+                 A <- [gen_leader, gproc, jiffy, ranch, cowlib, cowboy, flack, sasl]], ok.";
+    command.args(["-eval", start]).current_dir(dir);
+    Original(
+        command
+            .env("ERL_EPMD_PORT", epmd_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("erl starts"),
+    )
+}
+
+/// Waits until the Rust node follows or leads with every candidate up.
+async fn rust_settled(node: &RunningNode) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = node.cluster_status().expect("in a cluster");
+        if status.role != "candidate"
+            && status.down.is_empty()
+            && let Some(leader) = status.leader
+        {
+            return leader;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Rust node did not settle: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_original_node_a_killed_rust_gproc_dist_rejoins_and_chat_goes_on() {
+    let Some(home) = original_home() else {
+        println!(
+            "SKIPPED: set FLACK_ERLANG_HOME to a build of the original Erlang flack \
+             to run the mixed-cluster supervision test"
+        );
+        return;
+    };
+    // First the Rust node follows the original (whose name sorts first),
+    // then it leads (its name sorts first).
+    for rust_leads in [false, true] {
+        let epmd = TestEpmd::start().await;
+        let stem = unique("msup");
+        let (rust_name, erlang_name) = if rust_leads {
+            (format!("{stem}a@localhost"), format!("{stem}z@localhost"))
+        } else {
+            (format!("{stem}z@localhost"), format!("{stem}a@localhost"))
+        };
+        let candidates = vec![rust_name.clone(), erlang_name.clone()];
+        let dir = TempDir(std::env::temp_dir().join(format!("flack-{stem}")));
+        // Leadership is sticky: the node started first leads.
+        let erlang_port = free_port();
+        let erlang_web: SocketAddr = format!("127.0.0.1:{erlang_port}").parse().expect("address");
+        let start_erlang = || async {
+            let original = start_original(
+                &home,
+                &dir.0.join("erlang"),
+                &erlang_name,
+                &candidates,
+                erlang_port,
+                epmd.port,
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while tokio::net::TcpStream::connect(erlang_web).await.is_err() {
+                assert!(Instant::now() < deadline, "the original does not listen");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            original
+        };
+        let mut original = None;
+        if !rust_leads {
+            original = Some(start_erlang().await);
+        }
+        let mut settings = named_settings(&rust_name, epmd.port);
+        settings.gproc_dist = GprocDist::Candidates {
+            nodes: candidates.clone(),
+            opts: Vec::new(),
+        };
+        settings.data_dir = dir.0.join("rust");
+        std::fs::create_dir_all(&settings.data_dir).expect("data dir");
+        let rust = start(settings).await.expect("node starts");
+        if rust_leads {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while rust.cluster_status().map(|status| status.role) != Some("leader".into()) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the Rust node did not lead alone"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            original = Some(start_erlang().await);
+        }
+        let expected_leader = if rust_leads { &rust_name } else { &erlang_name };
+        assert_eq!(rust_settled(&rust).await, *expected_leader);
+        let mut ctl = Ctl::new(&rust.node);
+        let erl = Erl::start(&unique("emsup"), COOKIE, epmd.port, &rust_name, &[]);
+        ctl.agent_up(&erl.name).await;
+
+        let mut alice = Client::login(erlang_web, "alice").await;
+        let mut bob = Client::login(rust.local_addr, "bob").await;
+        alice.join("room").await;
+        bob.join("room").await;
+        message_arrives(&mut bob, &mut [&mut alice], "before").await;
+
+        kill_and_await_restart(&mut ctl, &erl.name, &rust.node, "gproc_dist").await;
+        rust_settled(&rust).await;
+        let (status, body) = get(rust.local_addr, "/health").await;
+        assert_eq!(status, 200, "{body}");
+        message_arrives(&mut alice, &mut [&mut bob], "from alice after the kill").await;
+        message_arrives(&mut bob, &mut [&mut alice], "from bob after the kill").await;
+        let mut carol = Client::login(erlang_web, "carol").await;
+        let (state, _) = carol.join("room").await;
+        let mut members: Vec<&str> = state["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .filter_map(|user| user["user_name"].as_str())
+            .collect();
+        members.sort_unstable();
+        assert_eq!(
+            members,
+            ["alice", "bob"],
+            "an original joiner sees the Rust member after the kill (rust leads: {rust_leads}): {state}"
+        );
+        message_arrives(&mut carol, &mut [&mut alice, &mut bob], "from carol").await;
+        drop((alice, bob, carol, ctl));
+        rust.stop().await.expect("stops cleanly");
+        drop(original);
+    }
+}
