@@ -73,6 +73,7 @@ use std::sync::Arc;
 
 use eetf::Term;
 
+use super::compact::{Atoms, Compact};
 use crate::node::term::{atom, list, tuple};
 
 /// A change to flack's view of the registry.
@@ -171,21 +172,20 @@ pub struct Reconciliation {
 /// Makes the references the leader hands out (`monitor` refs).
 pub type RefMaker = Arc<dyn Fn() -> Term + Send + Sync>;
 
-/// A key of the table, ordered as Erlang orders terms (an ordered_set ETS
-/// table), so selections and purges run in gproc's order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Ordered(Term);
-
-impl Ord for Ordered {
-    fn cmp(&self, other: &Self) -> Ordering {
-        term_cmp(&self.0, &other.0)
-    }
+/// A stored object as eetf holds it: its key and the rest of its elements.
+fn rebuild(key: &Compact, rest: &[Compact]) -> Term {
+    let mut elements = Vec::with_capacity(rest.len() + 1);
+    elements.push(key.to_term());
+    elements.extend(rest.iter().map(Compact::to_term));
+    tuple(elements)
 }
 
-impl PartialOrd for Ordered {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+/// [`rebuild`] when the key is at hand as a term.
+fn rebuild_with(key: &Term, rest: &[Compact]) -> Term {
+    let mut elements = Vec::with_capacity(rest.len() + 1);
+    elements.push(key.clone());
+    elements.extend(rest.iter().map(Compact::to_term));
+    tuple(elements)
 }
 
 /// Erlang's term order: number < atom < reference < fun < port < pid <
@@ -504,8 +504,13 @@ fn counter_op(current: i64, op: &Term) -> Option<i64> {
 /// The replicated table, with what the current operation produced.
 #[derive(Clone, Default)]
 pub struct GprocTable {
-    /// gproc's ETS table, global objects only, by their first element.
-    ets: BTreeMap<Ordered, Term>,
+    /// gproc's ETS table, global objects only: each object's first element
+    /// (its key, in Erlang's term order as in an `ordered_set`) and the
+    /// rest of it, held compactly (every node holds the whole cluster's
+    /// registry; see [`super::compact`]).
+    ets: BTreeMap<Compact, Box<[Compact]>>,
+    /// The atom and node names the table's terms share.
+    atoms: Atoms,
     /// How many of them are registrations (3-tuples): the status page asks
     /// after every message.
     registrations: usize,
@@ -570,21 +575,29 @@ impl GprocTable {
 
     /// Every object, in table order (for tests and diagnostics).
     pub fn objects(&self) -> Vec<Term> {
-        self.ets.values().cloned().collect()
+        self.all_objects().collect()
+    }
+
+    /// Every object, in table order, as eetf terms.
+    fn all_objects(&self) -> impl Iterator<Item = Term> + '_ {
+        self.ets.iter().map(|(key, rest)| rebuild(key, rest))
     }
 
     /// Every pid that owns a registration or has a reverse entry (gproc
     /// monitors each of them on every node).
     pub fn owners(&self) -> Vec<eetf::Pid> {
         let mut owners: Vec<eetf::Pid> = Vec::new();
-        for object in self.ets.values() {
-            let found = match fields(object) {
-                [_, owner, _] => as_pid(owner),
-                [key, _] => fields(key).first().and_then(as_pid),
+        for (key, rest) in &self.ets {
+            let found = match &rest[..] {
+                [owner, _] => Some(owner),
+                [_] => key.fields().first(),
                 _ => None,
             };
-            if let Some(pid) = found {
-                owners.push(pid.clone());
+            if let Some(Term::Pid(pid)) = found
+                .filter(|f| f.pid_node().is_some())
+                .map(Compact::to_term)
+            {
+                owners.push(pid);
             }
         }
         owners.sort_by(|a, b| {
@@ -596,16 +609,16 @@ impl GprocTable {
 
     /// The registration `{Key, T}`: `(Owner, Value)`.
     pub fn lookup(&self, key: &Term, t: &Term) -> Option<(Term, Term)> {
-        match fields(self.get(&tuple(vec![key.clone(), t.clone()]))?) {
+        match fields(&self.get(&tuple(vec![key.clone(), t.clone()]))?) {
             [_, owner, value] => Some((owner.clone(), value.clone())),
             _ => None,
         }
     }
 
     /// The reverse entry's options for `(Pid, Key)`.
-    pub fn opts(&self, pid: &Term, key: &Term) -> Option<&Term> {
-        match fields(self.get(&tuple(vec![pid.clone(), key.clone()]))?) {
-            [_, opts] => Some(opts),
+    pub fn opts(&self, pid: &Term, key: &Term) -> Option<Term> {
+        match fields(&self.get(&tuple(vec![pid.clone(), key.clone()]))?) {
+            [_, opts] => Some(opts.clone()),
             _ => None,
         }
     }
@@ -614,20 +627,30 @@ impl GprocTable {
     // ETS primitives. Every write goes through `put`/`del`, which report
     // the changes chat cares about.
 
-    fn get(&self, key: &Term) -> Option<&Term> {
-        self.ets.get(&Ordered(key.clone()))
+    /// `ets:lookup/2`: the object whose first element is `key`.
+    fn get(&self, key: &Term) -> Option<Term> {
+        let (key, rest) = self.ets.get_key_value(&Compact::lookup(key))?;
+        Some(rebuild(key, rest))
     }
 
     fn has(&self, key: &Term) -> bool {
-        self.ets.contains_key(&Ordered(key.clone()))
+        self.ets.contains_key(&Compact::lookup(key))
     }
 
     /// `ets:insert/2` of one object.
     fn put(&mut self, object: Term) {
-        let Some(key) = fields(&object).first().cloned() else {
+        let [key, rest @ ..] = fields(&object) else {
             return;
         };
-        let previous = self.ets.insert(Ordered(key), object.clone());
+        let stored_key = Compact::store(key, &mut self.atoms);
+        let stored_rest = rest
+            .iter()
+            .map(|term| Compact::store(term, &mut self.atoms))
+            .collect();
+        let previous = self
+            .ets
+            .insert(stored_key, stored_rest)
+            .map(|rest| rebuild_with(key, &rest));
         let was = previous.as_ref().is_some_and(|p| fields(p).len() == 3);
         match (was, fields(&object).len() == 3) {
             (false, true) => self.registrations += 1,
@@ -664,7 +687,8 @@ impl GprocTable {
 
     /// `ets:delete/2`.
     fn del(&mut self, key: &Term) {
-        if let Some(previous) = self.ets.remove(&Ordered(key.clone())) {
+        if let Some((key, rest)) = self.ets.remove_entry(&Compact::lookup(key)) {
+            let previous = rebuild(&key, &rest);
             if fields(&previous).len() == 3 {
                 self.registrations -= 1;
             }
@@ -674,7 +698,7 @@ impl GprocTable {
 
     /// The value (3rd element) of a registration, if an integer.
     fn counter_value(&self, key: &Term) -> Option<i64> {
-        match fields(self.get(key)?) {
+        match fields(&self.get(key)?) {
             [_, _, value] => int_of(value),
             _ => None,
         }
@@ -682,7 +706,8 @@ impl GprocTable {
 
     /// Sets the value (3rd element) of a registration; returns the object.
     fn set_third(&mut self, key: &Term, value: Term) -> Option<Term> {
-        let [k, owner, _] = fields(self.get(key)?) else {
+        let current = self.get(key)?;
+        let [k, owner, _] = fields(&current) else {
             return None;
         };
         let object = tuple(vec![k.clone(), owner.clone(), value]);
@@ -746,7 +771,7 @@ impl GprocTable {
         }
         let pid = as_pid(pid)?;
         let opts = self.opts(&Term::Pid(pid.clone()), key)?;
-        let attrs = elements(keyfind(elements(opts)?, &atom("attrs"))?)?;
+        let attrs = elements(keyfind(elements(&opts)?, &atom("attrs"))?)?;
         Some(Change::User {
             pid: pid.clone(),
             user_name: text(keyfind(attrs, &atom("username"))?)?,
@@ -835,12 +860,13 @@ impl GprocTable {
     /// when the wait ends. gproc drops it anyway, at the leader only (the
     /// follower that later joins from a snapshot makes one up again).
     fn holds(&self, pid: &Term, key: &Term) -> bool {
-        matches!(self.get(&ets_key(key, pid)).map(fields), Some([_, holder, _]) if holder == pid)
+        matches!(self.get(&ets_key(key, pid)).as_ref().map(fields), Some([_, holder, _]) if holder == pid)
     }
 
     /// `get_opts(Pid, K)`: the reverse entry's options, `[]` when missing.
     fn get_opts(&self, pid: &Term, key: &Term) -> Vec<Term> {
         self.opts(pid, key)
+            .as_ref()
             .and_then(elements)
             .map(<[Term]>::to_vec)
             .unwrap_or_default()
@@ -1025,16 +1051,14 @@ impl GprocTable {
             return Vec::new();
         };
         if unique_kind(kind) {
-            return match self.get(&ets_key(key, &atom("_"))).map(fields) {
+            return match self.get(&ets_key(key, &atom("_"))).as_ref().map(fields) {
                 Some([_, owner, _]) if as_pid(owner).is_some() => vec![owner.clone()],
                 _ => Vec::new(),
             };
         }
-        self.ets
-            .range(Ordered(tuple(vec![key.clone(), int_term(i64::MIN)]))..)
-            .take_while(|(k, _)| fields(&k.0).first() == Some(key))
-            .filter_map(|(_, object)| match fields(object) {
-                [_, owner, _] if as_pid(owner).is_some() => Some(owner.clone()),
+        self.keyed_by(key)
+            .filter_map(|(_, rest)| match rest {
+                [owner, _] if owner.pid_node().is_some() => Some(owner.to_term()),
                 _ => None,
             })
             .collect()
@@ -1121,7 +1145,7 @@ impl GprocTable {
         event: &Term,
     ) -> bool {
         let slot = tuple(vec![key.clone(), atom(kind)]);
-        let waiters = match self.get(&slot).map(fields) {
+        let waiters = match self.get(&slot).as_ref().map(fields) {
             Some([_, waiters]) => match elements(waiters) {
                 Some(waiters) => waiters.to_vec(),
                 None => return false,
@@ -1151,7 +1175,7 @@ impl GprocTable {
     fn sum_counters(&self, name: &Term) -> i64 {
         let key = tuple(vec![atom("c"), atom("g"), name.clone()]);
         self.registrations_of(&key)
-            .filter_map(|object| match fields(object) {
+            .filter_map(|object| match fields(&object) {
                 [_, _, value] => int_of(value),
                 _ => None,
             })
@@ -1165,19 +1189,33 @@ impl GprocTable {
     }
 
     /// The registrations `{{Key, _}, _, _}` of a non-unique key.
-    fn registrations_of<'a>(&'a self, key: &'a Term) -> impl Iterator<Item = &'a Term> + 'a {
+    fn registrations_of<'a>(&'a self, key: &Term) -> impl Iterator<Item = Term> + 'a {
+        self.keyed_by(key)
+            .filter(|(_, rest)| rest.len() == 2)
+            .map(|(k, rest)| rebuild(k, rest))
+    }
+
+    /// The stored objects whose key is a pair `{First, _}`, in table order,
+    /// as (key, rest of the object).
+    fn keyed_by<'a>(
+        &'a self,
+        first: &Term,
+    ) -> impl Iterator<Item = (&'a Compact, &'a [Compact])> + 'a {
+        let first = Compact::lookup(first);
+        // Pairs sort by their first element, then the second; no key's
+        // second element is a number, the lowest kind of term.
+        let start = Compact::lookup(&tuple(vec![first.to_term(), int_term(i64::MIN)]));
         self.ets
-            .range(Ordered(tuple(vec![key.clone(), int_term(i64::MIN)]))..)
-            .take_while(move |(k, _)| fields(&k.0).first() == Some(key))
-            .map(|(_, object)| object)
-            .filter(|object| fields(object).len() == 3)
+            .range(start..)
+            .take_while(move |(k, _)| k.fields().len() == 2 && k.fields().first() == Some(&first))
+            .map(|(k, rest)| (k, &rest[..]))
     }
 
     /// `gproc_lib:insert_attr/4`: merge `Attrs` into the reverse entry's
     /// `attrs`; the new options, or `None` without a reverse entry.
     fn insert_attr(&mut self, key: &Term, attrs: &[Term], pid: &Term) -> Option<Vec<Term>> {
         let reverse = tuple(vec![pid.clone(), key.clone()]);
-        let mut opts = match self.get(&reverse).map(fields) {
+        let mut opts = match self.get(&reverse).as_ref().map(fields) {
             Some([_, opts]) => elements(opts)?.to_vec(),
             _ => return None,
         };
@@ -1206,7 +1244,7 @@ impl GprocTable {
             pid.clone()
         };
         let slot = tuple(vec![key.clone(), t]);
-        match self.get(&slot).map(fields) {
+        match self.get(&slot).as_ref().map(fields) {
             Some([_, holder, _]) if holder == pid => {
                 self.put(tuple(vec![slot, pid.clone(), value.clone()]));
                 true
@@ -1265,7 +1303,12 @@ impl GprocTable {
     /// unique kinds.
     fn remove_entry(&mut self, key: &Term, pid: &Term, event: &Term) -> Vec<Term> {
         let slot = ets_key(key, pid);
-        match self.get(&slot).map(|o| fields(o).to_vec()).as_deref() {
+        match self
+            .get(&slot)
+            .as_ref()
+            .map(|o| fields(o).to_vec())
+            .as_deref()
+        {
             Some([_, holder, _])
                 if (as_pid(holder).is_some() && holder == pid) || name_of(pid).is_some() =>
             {
@@ -1309,7 +1352,7 @@ impl GprocTable {
         let Some((kind, name)) = global_key(key) else {
             return Vec::new();
         };
-        let rev = || self.get(&tuple(vec![pid.clone(), key.clone()])).cloned();
+        let rev = || self.get(&tuple(vec![pid.clone(), key.clone()]));
         let reg = |t: Term| {
             tuple(vec![
                 tuple(vec![key.clone(), t]),
@@ -1322,11 +1365,10 @@ impl GprocTable {
                 tuple(vec![atom(kind), atom("g"), name.clone()]),
                 atom(kind),
             ]))
-            .cloned()
         };
         let mut out = Vec::new();
         match kind {
-            "a" | "rc" => out.extend(self.get(&tuple(vec![key.clone(), atom(kind)])).cloned()),
+            "a" | "rc" => out.extend(self.get(&tuple(vec![key.clone(), atom(kind)]))),
             "c" => {
                 out.push(reg(pid.clone()));
                 out.extend(companion("a"));
@@ -1355,7 +1397,7 @@ impl GprocTable {
             let name = name.clone();
             if unique_kind(kind) {
                 let rev = tuple(vec![pid.clone(), key.clone()]);
-                if let Some([_, Term::List(opts)]) = self.get(&rev).map(fields) {
+                if let Some([_, Term::List(opts)]) = self.get(&rev).as_ref().map(fields) {
                     let opts = opts.elements.clone();
                     self.maybe_failover(key, pid, &opts, &mut modified, &mut notifications);
                 }
@@ -1376,7 +1418,7 @@ impl GprocTable {
                     ]);
                     if self.has(&rc) {
                         self.bump_resource_count(&name, -1);
-                        let updated = self.get(&rc).cloned().into_iter().collect();
+                        let updated = self.get(&rc).into_iter().collect();
                         prepend_latest(&mut modified, updated);
                     }
                 }
@@ -1435,7 +1477,7 @@ impl GprocTable {
             return;
         };
         let slot = tuple(vec![key.clone(), atom(kind)]);
-        let value = match self.get(&slot).map(fields) {
+        let value = match self.get(&slot).as_ref().map(fields) {
             Some([_, _, value]) => value.clone(),
             _ => atom("undefined"),
         };
@@ -1603,21 +1645,18 @@ impl GprocTable {
         let is_local = |term: &Term| node_of(term).is_some_and(|node| node == local_node);
         // My registrations, as {{Key, T}, Pid, Value}.
         let mine: Vec<Term> = self
-            .ets
-            .values()
+            .all_objects()
             .filter(|o| matches!(fields(o), [k, owner, _] if global_key(fields(k).first().unwrap_or(k)).is_some() && is_local(owner)))
-            .cloned()
             .collect();
         // Drop every remote registration and reverse entry.
         let remote: Vec<Term> = self
-            .ets
-            .iter()
-            .filter(|(_, o)| match fields(o) {
+            .all_objects()
+            .filter(|o| match fields(o) {
                 [_, owner, _] => !is_local(owner),
                 [k, _] => matches!(fields(k), [p, key] if as_pid(p).is_some() && !is_local(p) && global_key(key).is_some()),
                 _ => false,
             })
-            .map(|(k, _)| k.0.clone())
+            .filter_map(|o| fields(&o).first().cloned())
             .collect();
         for key in remote {
             self.del(&key);
@@ -1700,9 +1739,10 @@ impl GprocTable {
         let is_reg = |o: &&Term| matches!(fields(o), [k, _, _] if matches!(fields(k), [key, _] if global_key(key).is_some()));
         let is_rev = |o: &&Term| matches!(fields(o), [k, _] if matches!(fields(k), [_, key] if global_key(key).is_some()));
         let is_waiters = |o: &&Term| matches!(fields(o), [k, Term::List(_)] if matches!(fields(k), [key, t] if global_key(key).is_some() && name_of(t).is_some()));
-        let regs = self.ets.values().filter(is_reg);
-        let reverse = self.ets.values().filter(is_rev);
-        let waiters = self.ets.values().filter(is_waiters);
+        let all: Vec<Term> = self.all_objects().collect();
+        let regs = all.iter().filter(is_reg);
+        let reverse = all.iter().filter(is_rev);
+        let waiters = all.iter().filter(is_waiters);
         let objects = regs.chain(reverse).chain(waiters).cloned().collect();
         tuple(vec![atom("globals"), list(objects)])
     }
@@ -1793,7 +1833,7 @@ impl GprocTable {
         if !ensure {
             return None;
         }
-        match self.get(&ets_key(key, pid)).map(fields) {
+        match self.get(&ets_key(key, pid)).as_ref().map(fields) {
             Some([_, holder, _]) if holder == pid => {
                 self.do_set_value(key, value, pid);
                 self.insert_attr(key, &attrs, pid);
@@ -1819,7 +1859,7 @@ impl GprocTable {
             return None;
         }
         let slot = tuple(vec![key.clone(), atom(t)]);
-        let existing = self.get(&slot).cloned();
+        let existing = self.get(&slot);
         let reference = self.make_ref();
         if let Some([_, pid, _]) = existing.as_ref().map(fields) {
             let opts = add_monitor(&self.get_opts(pid, key), mpid, &reference, kind);
@@ -1953,7 +1993,7 @@ impl GprocTable {
         global_key(key)?;
         let slot = tuple(vec![key.clone(), atom(t)]);
         let rev = tuple(vec![mpid.clone(), key.clone()]);
-        let existing = self.get(&slot).cloned();
+        let existing = self.get(&slot);
         match existing.as_ref().map(fields) {
             Some([_, pid, _]) => {
                 // gproc 0.8.0 calls gproc_lib:remove_monitors/3 with
@@ -2016,7 +2056,7 @@ impl GprocTable {
             return None;
         };
         let slot = tuple(vec![key.clone(), atom("n")]);
-        if let Some([_, other, other_value]) = self.get(&slot).map(fields) {
+        if let Some([_, other, other_value]) = self.get(&slot).as_ref().map(fields) {
             return reply(tuple(vec![other.clone(), other_value.clone()]), None);
         }
         // A fun to spawn on the caller's node needs a remote spawn this
@@ -2111,7 +2151,7 @@ impl GprocTable {
         let slot = tuple(vec![key.clone(), pid.clone()]);
         let current = self.counter_value(&slot)?;
         let rev = tuple(vec![pid.clone(), key.clone()]);
-        let initial = match self.get(&rev).map(fields) {
+        let initial = match self.get(&rev).as_ref().map(fields) {
             Some([_, Term::List(opts)]) => match keyfind(&opts.elements, &atom("initial")) {
                 Some(value) => int_of(value)?,
                 None => 0,
@@ -2133,7 +2173,7 @@ impl GprocTable {
         let (kind, name) = global_key(key)?;
         let name = name.clone();
         let slot = ets_key(key, pid);
-        match self.get(&slot).map(fields) {
+        match self.get(&slot).as_ref().map(fields) {
             None => return None,
             // gproc 0.8.0 deletes a name held by another process at the
             // leader only: its broadcast `{delete, [{K, Pid}]}` leaves the
@@ -2180,7 +2220,7 @@ impl GprocTable {
             return None;
         };
         let slot = tuple(vec![key.clone(), atom(t)]);
-        let value = match self.get(&slot).map(fields) {
+        let value = match self.get(&slot).as_ref().map(fields) {
             Some([_, holder, value]) if holder == pid => value.clone(),
             _ => return None,
         };
@@ -2190,7 +2230,11 @@ impl GprocTable {
         } else {
             match global_key(to) {
                 Some((k @ ("n" | "a"), _)) => {
-                    match self.get(&tuple(vec![to.clone(), atom(k)])).map(fields) {
+                    match self
+                        .get(&tuple(vec![to.clone(), atom(k)]))
+                        .as_ref()
+                        .map(fields)
+                    {
                         Some([_, holder, _]) => Some(holder.clone()),
                         _ => None,
                     }
@@ -2275,13 +2319,13 @@ impl GprocTable {
         // A registration in the way: badarg; waiters in the way: taken over.
         if objects
             .iter()
-            .any(|o| self.get(&key_of(o)).is_some_and(|e| fields(e).len() == 3))
+            .any(|o| self.get(&key_of(o)).is_some_and(|e| fields(&e).len() == 3))
         {
             return None;
         }
         for object in &objects {
             let k = key_of(object);
-            let waiters = match self.get(&k).map(fields) {
+            let waiters = match self.get(&k).as_ref().map(fields) {
                 Some([_, waiters]) => elements(waiters).map(<[Term]>::to_vec),
                 _ => None,
             };
@@ -2360,9 +2404,9 @@ impl GprocTable {
             for k in keys {
                 let ckey = tuple(vec![tuple(vec![atom(c), atom("g"), k.clone()]), atom(c)]);
                 if let Some(object) = self.get(&ckey)
-                    && !moved.contains(object)
+                    && !moved.contains(&object)
                 {
-                    moved.push(object.clone());
+                    moved.push(object);
                 }
             }
             if !moved.is_empty() {
@@ -2400,7 +2444,7 @@ impl GprocTable {
                 self.bump_aggregate(&name, new.checked_sub(old)?);
                 let mut vals = vec![object];
                 let aggregate = tuple(vec![tuple(vec![atom("a"), atom("g"), name]), atom("a")]);
-                vals.extend(self.get(&aggregate).cloned());
+                vals.extend(self.get(&aggregate));
                 reply(
                     atom("true"),
                     Some(vec![tuple(vec![atom("insert"), list(vals)])]),
@@ -2436,7 +2480,7 @@ impl GprocTable {
         let slot = tuple(vec![key.clone(), atom(t)]);
         let rev = tuple(vec![tuple(vec![waiter.clone(), key.clone()]), list(vec![])]);
         let entry = tuple(vec![waiter.clone(), reference.clone()]);
-        let waiters = match self.get(&slot).map(fields) {
+        let waiters = match self.get(&slot).as_ref().map(fields) {
             Some([_, pid, value]) => {
                 let found = tuple(vec![key.clone(), pid.clone(), value.clone()]);
                 return reply(tuple(vec![reference.clone(), found]), None);
@@ -2514,11 +2558,12 @@ impl GprocTable {
     /// The `{Key, Pid}` of every global reverse entry of `pid`, in table
     /// order (pid_is_DOWN's selection).
     fn reverse_keys_of(&self, pid: &Term) -> Vec<(Term, Term)> {
-        self.ets
-            .range(Ordered(tuple(vec![pid.clone(), int_term(i64::MIN)]))..)
-            .take_while(|(k, _)| fields(&k.0).first() == Some(pid))
-            .filter_map(|(k, o)| match (fields(&k.0), fields(o).len()) {
-                ([_, key], 2) if global_key(key).is_some() => Some((key.clone(), pid.clone())),
+        self.keyed_by(pid)
+            .filter_map(|(k, rest)| match (k.fields(), rest.len()) {
+                ([_, key], 1) => {
+                    let key = key.to_term();
+                    global_key(&key).is_some().then(|| (key, pid.clone()))
+                }
                 _ => None,
             })
             .collect()
@@ -2528,7 +2573,7 @@ impl GprocTable {
     fn cancel_wait(&mut self, pid: &Term, key: &Term, reference: Option<&Term>) -> Option<Term> {
         let (t, _, _) = any_key(key)?;
         let slot = tuple(vec![key.clone(), atom(t)]);
-        let waiters = match self.get(&slot).map(fields) {
+        let waiters = match self.get(&slot).as_ref().map(fields) {
             Some([_, waiters]) => elements(waiters)?.to_vec(),
             // A registration: cancel_wait has nothing to do, and
             // cancel_wait_or_monitor's remove_monitors looks under
@@ -2579,8 +2624,11 @@ impl GprocTable {
     pub fn purge_node_full(&mut self, node: &str) -> Effects {
         let globals: Vec<(Term, Term)> = self
             .ets
-            .values()
-            .filter_map(|o| match fields(o) {
+            .iter()
+            // Only registrations ({{Key, T}, Owner, Value}) of that node.
+            .filter(|(_, rest)| matches!(&rest[..], [owner, _] if owner.pid_node() == Some(node)))
+            .map(|(key, rest)| rebuild(key, rest))
+            .filter_map(|o| match fields(&o) {
                 [k, owner, _] if node_of(owner) == Some(node) => {
                     let key = fields(k).first()?;
                     global_key(key).map(|_| (key.clone(), owner.clone()))

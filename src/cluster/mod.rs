@@ -6,12 +6,14 @@
 //!   the leader of a cluster of one.
 //! - [`election`]: the gen_leader election, pure.
 //! - [`gproc`]: gproc's replicated global table and gproc_dist's leader logic, pure.
+//! - [`compact`]: the compact form of the terms that table holds.
 //! - [`wire`]: election messages as Erlang terms.
 //! - [`gproc_dist`]: the candidate process that runs them on the node.
 //! - [`sequencer`]: per-chat event streams, numbered a batch at a time.
 //! - [`fanout`]: one message per batch of a chat's events for a Rust node.
 //! - [`records`]: the chat records members exchange, as Erlang terms.
 
+pub mod compact;
 pub mod directory;
 pub mod election;
 pub mod fanout;
