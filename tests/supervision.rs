@@ -425,7 +425,9 @@ async fn a_service_killed_past_its_limit_fails_health_and_the_node_exits_non_zer
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(kills, 6, "rex stayed down after {kills} kills");
+    // Six kills within 10 s (more only if this machine took longer than
+    // that for them).
+    assert!(kills >= 6, "rex stayed down after {kills} kills");
 
     let (status, body) = get(addr, "/health").await;
     assert_eq!(status, 503, "{body}");
@@ -439,7 +441,7 @@ async fn a_service_killed_past_its_limit_fails_health_and_the_node_exits_non_zer
     );
     assert_eq!(
         sample(&metrics, "flack_service_restarts_total{service=\"rex\"}"),
-        Some(5)
+        Some(kills - 1)
     );
     assert_eq!(
         sample(&metrics, "flack_service_up{service=\"net_kernel\"}"),

@@ -352,6 +352,9 @@ impl Actor<'_> {
         info!(node = %self.me, incarnation = self.incarnation, candidates = ?self.election.candidates(), "gproc_dist candidate starting");
         let effects = self.election.start();
         self.carry_out(effects);
+        // A restarted candidate is in an election: say so at once, not
+        // with the view of the process it replaces.
+        self.publish_status();
         if let Some(previous) = previous {
             // gproc's pid_is_DOWN for the process that died: what it owned
             // goes (deferred, like any request, until a leader is known).
