@@ -3,6 +3,12 @@
 //!
 //! `main` and the integration tests start nodes the same way, through
 //! [`start`], so what the tests exercise is what operators run.
+//!
+//! A core service that its supervisor could not keep running (see
+//! [`crate::node::supervisor`]) stops the node: `/health` answers 503 at
+//! once, and after [`SERVICE_FAILURE_GRACE`] the node shuts down as on
+//! SIGTERM and [`RunningNode::wait`] returns an error, so the process exits
+//! non-zero and its supervisor (systemd) starts it again.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::chat::connection::{ChatContext, ConnectionLimits};
 use crate::cluster::directory::Directory;
@@ -37,7 +43,15 @@ pub struct RunningNode {
     pub node: Node,
     directory: Arc<Directory>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The services that failed for good, once the node stops for them.
+    failure: Arc<parking_lot::Mutex<Option<Vec<String>>>>,
 }
+
+/// How long a node whose core service stays down keeps answering (with
+/// 503 on `/health`) before it shuts down: long enough for a health check
+/// or a scrape to see which service it was, short enough that its clients
+/// move to a healthy node soon.
+pub const SERVICE_FAILURE_GRACE: Duration = Duration::from_secs(5);
 
 impl RunningNode {
     /// How many Rust nodes' fan-out processes this node knows.
@@ -63,9 +77,17 @@ impl RunningNode {
         self.wait().await
     }
 
-    /// Waits until the node stops by itself (its shutdown token cancelled).
+    /// Waits until the node stops by itself (its shutdown token cancelled);
+    /// an error when it stopped because a core service could not be kept
+    /// running.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await??;
+        if let Some(services) = self.failure.lock().take() {
+            anyhow::bail!(
+                "stopped because {} could not be restarted",
+                services.join(", ")
+            );
+        }
         Ok(())
     }
 }
@@ -121,6 +143,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
     };
     let router = http::router(state.clone(), settings.static_dir.clone());
     info!(listen = %local_addr, static_dir = %settings.static_dir.display(), "flack node serving");
+    let failure = Arc::default();
+    stop_on_service_failure(&node, shutdown.clone(), Arc::clone(&failure));
     let grace = settings.shutdown_grace;
     let running_node = node.clone();
     let task = tokio::spawn(async move {
@@ -135,7 +159,33 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningNode> {
         node: running_node,
         directory,
         task,
+        failure,
     })
+}
+
+/// Shuts the node down [`SERVICE_FAILURE_GRACE`] after a supervised
+/// service failed for good, noting which in `failure`.
+fn stop_on_service_failure(
+    node: &Node,
+    shutdown: CancellationToken,
+    failure: Arc<parking_lot::Mutex<Option<Vec<String>>>>,
+) {
+    let node = node.clone();
+    tokio::spawn(async move {
+        let services = tokio::select! {
+            () = shutdown.cancelled() => return,
+            services = node.service_failure() => services,
+        };
+        error!(
+            services = ?services,
+            "a core service stays down; the node stops in {SERVICE_FAILURE_GRACE:?} and exits non-zero"
+        );
+        *failure.lock() = Some(services);
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(SERVICE_FAILURE_GRACE) => shutdown.cancel(),
+        }
+    });
 }
 
 /// Connections the kernel queues for the listener before flack accepts

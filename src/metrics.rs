@@ -20,8 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Every metric name `/metrics` can export, with its type: the first part
-/// from every node, the `flack_cluster_` part from nodes with gproc_dist
-/// candidates.
+/// from every node, the `flack_service_` part with a sample per supervised
+/// service (a distributed node's `net_kernel`, `rex`, `flack_mesh`, and
+/// `gproc_dist` in a cluster), the `flack_cluster_` part from nodes with
+/// gproc_dist candidates.
 pub const EXPORTED: &[(&str, &str)] = &[
     ("flack_build_info", "gauge"),
     ("flack_start_time_seconds", "gauge"),
@@ -40,6 +42,8 @@ pub const EXPORTED: &[(&str, &str)] = &[
     ("flack_rooms", "gauge"),
     ("flack_members", "gauge"),
     ("flack_users", "gauge"),
+    ("flack_service_up", "gauge"),
+    ("flack_service_restarts_total", "counter"),
     ("flack_cluster_role", "gauge"),
     ("flack_cluster_candidates", "gauge"),
     ("flack_cluster_registry_entries", "gauge"),
@@ -262,6 +266,37 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// The supervised services' section of the export: whether each is up (0
+/// while it restarts and once it stays down) and how often it was
+/// restarted, labelled `service="<registered name>"`.
+pub fn render_services(services: &[crate::node::ServiceStatus]) -> String {
+    let mut out = String::with_capacity(512);
+    family(
+        &mut out,
+        "flack_service_up",
+        "gauge",
+        "Whether a supervised service (net_kernel, rex, flack_mesh, gproc_dist) is running (1) or not (0).",
+    );
+    for service in services {
+        let up = u8::from(service.state == crate::node::ServiceState::Up);
+        let _ = writeln!(out, "flack_service_up{{service=\"{}\"}} {up}", service.name);
+    }
+    family(
+        &mut out,
+        "flack_service_restarts_total",
+        "counter",
+        "Times a supervised service was restarted after its process ended.",
+    );
+    for service in services {
+        let _ = writeln!(
+            out,
+            "flack_service_restarts_total{{service=\"{}\"}} {}",
+            service.name, service.restarts
+        );
+    }
+    out
+}
+
 /// The cluster section of the export: this node's role, candidates up and
 /// down, and the global registry's size.
 pub fn render_cluster(status: &crate::cluster::gproc_dist::ClusterStatus) -> String {
@@ -313,6 +348,18 @@ mod tests {
             members: 5,
             users: 3,
         });
+        text.push_str(&render_services(&[
+            crate::node::ServiceStatus {
+                name: "rex".into(),
+                state: crate::node::ServiceState::Up,
+                restarts: 2,
+            },
+            crate::node::ServiceStatus {
+                name: "gproc_dist".into(),
+                state: crate::node::ServiceState::Failed,
+                restarts: 15,
+            },
+        ]));
         text.push_str(&render_cluster(&ClusterStatus {
             role: "follower".into(),
             leader: Some("a@h".into()),
@@ -344,6 +391,9 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         )));
         assert!(text.contains("flack_cluster_role{role=\"follower\"} 1\n"));
+        assert!(text.contains("flack_service_up{service=\"rex\"} 1\n"));
+        assert!(text.contains("flack_service_up{service=\"gproc_dist\"} 0\n"));
+        assert!(text.contains("flack_service_restarts_total{service=\"gproc_dist\"} 15\n"));
         assert!(text.contains("flack_cluster_candidates{state=\"up\"} 2\n"));
         assert!(text.contains("flack_cluster_candidates{state=\"down\"} 1\n"));
         assert!(text.contains("flack_cluster_registry_entries 7\n"));

@@ -7,8 +7,12 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use flack::chat::connection::ConnectionLimits;
 use flack::chat::mailbox::mailbox;
-use futures::StreamExt;
+use flack::chat::protocol::{ChatUser, encode};
+use flack::config::Settings;
+use flack::config::erl_args::ErlArgs;
+use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::{Client, PATIENCE, Received, node_with, run_args};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -234,7 +238,8 @@ fn fill_room(node: &flack::app::RunningNode, chat: &str, members: usize, name_by
 /// a half times the old cap; 100,000 members with such names make 34 MB.
 /// (A room of 100,000 takes this test minutes to fill, not the server to
 /// serve: the directory's join is linear in the room, so filling one
-/// member at a time is quadratic; 20,000 take about 3.5 s.)
+/// member at a time is quadratic; 20,000 take about 3.5 s. The next test
+/// covers 100,000 from the encoder to the client.)
 #[tokio::test]
 async fn a_chat_state_far_over_the_old_write_cap_reaches_every_joiner() {
     const MEMBERS: usize = 20_000;
@@ -293,6 +298,97 @@ async fn a_chat_state_far_over_the_old_write_cap_reaches_every_joiner() {
         joiners.push(client);
     }
     node.stop().await.expect("stops");
+}
+
+/// The same promise at the size the issue names, a room of 100,000 members
+/// with the longest names allowed (256 bytes, `--max-name-bytes`) and
+/// generated 32-byte ids: a 34 MB `chat_state`, 32 times the old 1 MiB
+/// write cap. Filling a room that large through the directory takes
+/// minutes (see above), so the record is built by the encoder the session
+/// uses and sent through a websocket made with the session's own settings
+/// ([`flack::http::websocket_config`], where the cap was) over a real TCP
+/// connection, to a real websocket client that reads it whole. With the
+/// old cap the send fails with "Write buffer is full" and the client gets
+/// nothing.
+#[tokio::test]
+async fn a_chat_state_of_100_000_members_with_the_longest_names_goes_through_a_session_socket() {
+    const MEMBERS: usize = 100_000;
+    let settings = Settings::resolve(&run_args(), ErlArgs::default()).expect("settings");
+    let name_bytes = settings.session_limits.max_name_bytes;
+    assert_eq!(name_bytes, 256, "the default name limit");
+    let limits = ConnectionLimits {
+        idle_timeout: settings.idle_timeout,
+        max_frame_bytes: settings.max_frame_bytes,
+        outbound_queue: settings.outbound_queue,
+        write_timeout: settings.write_timeout,
+        handshake_timeout: settings.handshake_timeout,
+        max_message_frames: settings.max_message_frames,
+        session: settings.session_limits,
+    };
+    let started = Instant::now();
+    let users: Vec<ChatUser> = (0..MEMBERS)
+        .map(|index| ChatUser {
+            user_name: format!("{index:0>name_bytes$}"),
+            user_id: format!("{index:032x}"),
+        })
+        .collect();
+    let record = encode::chat_state("crowded", &users);
+    drop(users);
+    let bytes = record.len();
+    assert!(bytes > 32 << 20, "{bytes} bytes");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut socket = tokio_tungstenite::accept_async_with_config(
+            tcp,
+            Some(flack::http::websocket_config(&limits)),
+        )
+        .await
+        .expect("handshake");
+        let sent = socket.send(Message::Text(record.into())).await;
+        if sent.is_ok() {
+            // Stay open until the client has read everything and closes.
+            let _ = socket.next().await;
+        }
+        sent.map_err(|error| error.to_string())
+    });
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(256 << 20))
+        .max_frame_size(Some(256 << 20));
+    let (mut client, _) =
+        tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/"), Some(config), false)
+            .await
+            .expect("connects");
+    let frame = tokio::time::timeout(PATIENCE * 6, client.next())
+        .await
+        .expect("the chat_state in time");
+    let _ = client.close(None).await;
+    drop(client);
+    let sent = server.await.expect("server task");
+    assert_eq!(sent, Ok(()), "the session socket refused the chat_state");
+    let Some(Ok(Message::Text(text))) = frame else {
+        panic!("expected the chat_state, got {frame:?}");
+    };
+    assert_eq!(text.len(), bytes);
+    let state: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(state["record"], "chat_state");
+    let users = state["users"].as_array().expect("users");
+    assert_eq!(users.len(), MEMBERS);
+    let last = &users[MEMBERS - 1];
+    assert_eq!(last["user_id"], format!("{:032x}", MEMBERS - 1));
+    assert_eq!(
+        last["user_name"].as_str().map(str::len),
+        Some(name_bytes),
+        "{last}"
+    );
+    eprintln!(
+        "a chat_state of {MEMBERS} members ({bytes} bytes) built, sent and read in {:?}",
+        started.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------- item 3

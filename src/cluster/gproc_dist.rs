@@ -14,6 +14,18 @@
 //! [`RegistryObserver`] (the chat directory) before the reply that makes it
 //! visible, which preserves gen_leader's broadcast-before-reply guarantee
 //! locally.
+//!
+//! The process runs under the node's supervisor, as gproc_dist runs under
+//! gproc_sup: killed, it is restarted under its name with a new pid, and
+//! the new process is a new gen_leader candidate (a new incarnation, a new
+//! election), as `gen_leader:start_link` makes it on an Erlang node. What
+//! gproc keeps in its ets table across that restart, the registry, stays
+//! here too ([`Candidate`]): once the new candidate follows a leader, this
+//! node's own registrations that the leader lacks (it purged them when the
+//! old candidate went down) are sent to it with `add_globals`, as gproc's
+//! `surrendered` does; as leader, it serves them from the kept table. The
+//! registrations owned by the old process itself (chat sequence counters)
+//! are then released with `pid_is_DOWN`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -21,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eetf::Term;
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Interval, interval_at, sleep_until};
@@ -30,8 +43,9 @@ use tracing::{debug, info, warn};
 use super::election::{Dest, Effect, Election, Input, Message, NodeName};
 use super::gproc::{Change, Effects, GprocTable, SyncEffect, SyncRequests};
 use super::wire;
+use crate::node::supervisor::{ChildSpec, Intensity, Service, supervise};
 use crate::node::term::{as_atom, as_tuple, atom, tuple};
-use crate::node::{Mailbox, Node, Pid, Received, TermMailbox};
+use crate::node::{Mailbox, Node, Pid, Received};
 
 /// The registered name of the candidate process on every node.
 pub const NAME: &str = "gproc_dist";
@@ -91,26 +105,25 @@ enum Command {
     Cast(Term),
 }
 
-/// The handle local code holds.
+/// The handle local code holds. It stays valid across restarts of the
+/// process: calls queued while it restarts are served by the next one.
 #[derive(Clone)]
 pub struct GprocDist {
     commands: mpsc::Sender<Command>,
     status: Arc<Mutex<ClusterStatus>>,
     call_timeout: Duration,
-    pid: Pid,
+    pid: Arc<Mutex<Pid>>,
 }
 
 impl GprocDist {
-    /// Starts the candidate on `node` and registers it as `gproc_dist`.
+    /// Starts the candidate on `node`, registered as `gproc_dist` under the
+    /// node's supervisor, stopped by `shutdown`.
     pub fn start(
         node: Node,
         config: GprocDistConfig,
         observer: Arc<dyn RegistryObserver>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let (inbox, mailbox) = TermMailbox::new(65_536);
-        let pid = node.spawn(inbox);
-        node.register_name(NAME, &pid)?;
         let me: NodeName = Arc::from(node.name());
         let mut candidates: Vec<NodeName> = config
             .candidates
@@ -125,44 +138,42 @@ impl GprocDist {
         }
         candidates.sort();
         let incarnation = next_incarnation(&config.data_dir, &me)?;
-        let election = Election::new(me.clone(), pid.clone(), candidates, incarnation);
         let mut table = GprocTable::for_node(&me);
         // Monitor refs the leader hands out must be real refs of this node.
         let refs = node.clone();
         table.set_ref_maker(Arc::new(move || Term::from(refs.make_ref())));
         let (commands_tx, commands_rx) = mpsc::channel(4096);
         let status = Arc::new(Mutex::new(ClusterStatus::default()));
-        let handle = Self {
-            commands: commands_tx,
-            status: status.clone(),
-            call_timeout: config.call_timeout,
-            pid: pid.clone(),
-        };
-        let actor = Actor {
-            node,
+        // Replaced by the first process's pid before this returns.
+        let pid = Arc::new(Mutex::new(Pid::new(me.clone(), 0, 0, node.creation())));
+        let candidate = Candidate {
             me,
-            pid,
-            mailbox,
-            commands: commands_rx,
-            election,
+            candidates,
+            data_dir: config.data_dir.clone(),
+            first_incarnation: Some(incarnation),
             table,
-            syncs: SyncRequests::new(),
+            commands: commands_rx,
             observer,
-            deferred: VecDeque::new(),
-            forwarded: HashMap::new(),
-            node_monitors: HashMap::new(),
-            pid_monitors: HashMap::new(),
-            monitored_pids: HashSet::new(),
-            candidate_timer: None,
-            own_heartbeat: None,
-            checklead: None,
             heartbeat: config.heartbeat,
             call_timeout: config.call_timeout,
-            status,
-            incarnation,
+            status: status.clone(),
+            pid: pid.clone(),
+            previous: None,
+            shutdown: shutdown.clone(),
         };
-        tokio::spawn(actor.run(shutdown));
-        Ok(handle)
+        let spec = ChildSpec {
+            name: NAME,
+            mailbox: 65_536,
+            intensity: Intensity::GPROC_SUP,
+            shutdown,
+        };
+        *pid.lock() = supervise(&node, spec, candidate)?;
+        Ok(Self {
+            commands: commands_tx,
+            status,
+            call_timeout: config.call_timeout,
+            pid,
+        })
     }
 
     /// `gen_leader:leader_call(gproc_dist, Request)`: the leader's reply.
@@ -191,9 +202,9 @@ impl GprocDist {
         self.status.lock().clone()
     }
 
-    /// The candidate's pid.
-    pub fn pid(&self) -> &Pid {
-        &self.pid
+    /// The candidate's pid (a new one after each restart).
+    pub fn pid(&self) -> Pid {
+        self.pid.lock().clone()
     }
 }
 
@@ -216,6 +227,78 @@ fn next_incarnation(dir: &Path, node: &str) -> anyhow::Result<i64> {
     Ok(current)
 }
 
+/// What outlives each gproc_dist process: the registry (gproc's ets table)
+/// and the queue local callers use, with what starts each new candidate.
+struct Candidate {
+    me: NodeName,
+    candidates: Vec<NodeName>,
+    data_dir: PathBuf,
+    /// The incarnation read at start, for the first process (later ones
+    /// read the file again, as gen_leader's init does).
+    first_incarnation: Option<i64>,
+    table: GprocTable,
+    commands: mpsc::Receiver<Command>,
+    observer: Arc<dyn RegistryObserver>,
+    heartbeat: Duration,
+    call_timeout: Duration,
+    status: Arc<Mutex<ClusterStatus>>,
+    /// The current process's pid, shared with the handles.
+    pid: Arc<Mutex<Pid>>,
+    /// The process before this one, whose registrations are released once
+    /// the new one knows a leader.
+    previous: Option<Pid>,
+    shutdown: CancellationToken,
+}
+
+impl Service for Candidate {
+    fn serve(&mut self, node: Node, pid: Pid, mailbox: Mailbox) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let incarnation = match self.first_incarnation.take() {
+                Some(incarnation) => incarnation,
+                None => match next_incarnation(&self.data_dir, &self.me) {
+                    Ok(incarnation) => incarnation,
+                    Err(error) => {
+                        warn!(%error, "gproc_dist cannot read its incarnation file");
+                        return;
+                    }
+                },
+            };
+            *self.pid.lock() = pid.clone();
+            let election = Election::new(
+                self.me.clone(),
+                pid.clone(),
+                self.candidates.clone(),
+                incarnation,
+            );
+            let actor = Actor {
+                node,
+                me: self.me.clone(),
+                pid: pid.clone(),
+                mailbox,
+                commands: &mut self.commands,
+                election,
+                table: &mut self.table,
+                syncs: SyncRequests::new(),
+                observer: self.observer.clone(),
+                deferred: VecDeque::new(),
+                forwarded: HashMap::new(),
+                node_monitors: HashMap::new(),
+                pid_monitors: HashMap::new(),
+                monitored_pids: HashSet::new(),
+                candidate_timer: None,
+                own_heartbeat: None,
+                checklead: None,
+                heartbeat: self.heartbeat,
+                call_timeout: self.call_timeout,
+                status: self.status.clone(),
+                incarnation,
+            };
+            let previous = self.previous.replace(pid);
+            actor.run(self.shutdown.clone(), previous).await;
+        })
+    }
+}
+
 /// Who waits for a forwarded call's reply.
 enum Waiter {
     /// A process that sent `'$leader_call'`: reply to its `From`.
@@ -230,14 +313,15 @@ enum Deferred {
     Command(Command),
 }
 
-struct Actor {
+/// One gproc_dist process: a gen_leader candidate over the kept registry.
+struct Actor<'a> {
     node: Node,
     me: NodeName,
     pid: Pid,
     mailbox: Mailbox,
-    commands: mpsc::Receiver<Command>,
+    commands: &'a mut mpsc::Receiver<Command>,
     election: Election,
-    table: GprocTable,
+    table: &'a mut GprocTable,
     /// As leader: `gproc_dist:sync()` requests still waiting for nodes.
     syncs: SyncRequests,
     observer: Arc<dyn RegistryObserver>,
@@ -261,11 +345,24 @@ struct Actor {
 /// Deferred messages kept during one election, at most.
 const MAX_DEFERRED: usize = 100_000;
 
-impl Actor {
-    async fn run(mut self, shutdown: CancellationToken) {
+impl Actor<'_> {
+    /// Runs the candidate until `shutdown` or an exit signal ends it.
+    /// `previous` is the process this one replaces, if any.
+    async fn run(mut self, shutdown: CancellationToken, previous: Option<Pid>) {
         info!(node = %self.me, incarnation = self.incarnation, candidates = ?self.election.candidates(), "gproc_dist candidate starting");
         let effects = self.election.start();
         self.carry_out(effects);
+        // A restarted candidate is in an election: say so at once, not
+        // with the view of the process it replaces.
+        self.publish_status();
+        if let Some(previous) = previous {
+            // gproc's pid_is_DOWN for the process that died: what it owned
+            // goes (deferred, like any request, until a leader is known).
+            self.on_command(Command::Cast(tuple(vec![
+                atom("pid_is_DOWN"),
+                Term::from(previous),
+            ])));
+        }
         let mut expiry = tokio::time::interval(Duration::from_millis(250));
         loop {
             let far = Instant::now() + Duration::from_secs(3600);

@@ -251,6 +251,10 @@ fn hard_frame_limit(max_frame_bytes: usize) -> usize {
         .max(max_frame_bytes + 64 * 1024)
 }
 
+/// `GET /health`: 200 with `"status":"ok"` while every supervised service
+/// runs (or is being restarted); 503 with `"status":"failed"` and the
+/// services in `failed_services` once one stays down (the node then stops,
+/// see [`crate::app::SERVICE_FAILURE_GRACE`]).
 async fn health(State(state): State<AppState>) -> Response {
     let gauges = state.chat.directory.gauges();
     let connections = state
@@ -263,8 +267,19 @@ async fn health(State(state): State<AppState>) -> Response {
         .directory
         .cluster()
         .map(|cluster| cluster.status());
-    Json(json!({
-        "status": "ok",
+    let services = state.chat.node.services();
+    let failed: Vec<&str> = services
+        .iter()
+        .filter(|service| service.state == crate::node::ServiceState::Failed)
+        .map(|service| service.name.as_str())
+        .collect();
+    let (code, status) = if failed.is_empty() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "failed")
+    };
+    let body = Json(json!({
+        "status": status,
         "node": &*state.node_name,
         "cluster": cluster,
         "version": env!("CARGO_PKG_VERSION"),
@@ -272,12 +287,17 @@ async fn health(State(state): State<AppState>) -> Response {
         "rooms": gauges.rooms,
         "members": gauges.members,
         "users": gauges.users,
-    }))
-    .into_response()
+        "services": services,
+        "failed_services": failed,
+    }));
+    (code, body).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = state.chat.metrics.render(state.chat.directory.gauges());
+    body.push_str(&crate::metrics::render_services(
+        &state.chat.node.services(),
+    ));
     if let Some(cluster) = state.chat.directory.cluster() {
         body.push_str(&crate::metrics::render_cluster(&cluster.status()));
     }

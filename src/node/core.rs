@@ -86,6 +86,8 @@ pub(crate) struct Core {
     /// The pid that stands for "the node" as sender of signals no process
     /// sends (REG_SEND needs a sender).
     pub system: Mutex<Option<Pid>>,
+    /// The supervised services and how they stand.
+    pub services: super::supervisor::Services,
 }
 
 impl Core {
@@ -109,6 +111,7 @@ impl Core {
             handshake_log: Mutex::new(LogLimiter::new()),
             listen_port: Mutex::new(0),
             system: Mutex::new(None),
+            services: Default::default(),
         }
     }
 

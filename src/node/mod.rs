@@ -8,6 +8,8 @@
 //! - [`epmd`]: the EPMD client, and the EPMD server `flack epmd` runs.
 //! - [`dist`]: flags, handshake, connections and control messages.
 //! - [`services`]: `net_kernel`, `rex`, `erpc` spawn requests, the mesh.
+//! - [`supervisor`]: restarts those services (and gproc_dist) when their
+//!   processes end, within a limit, and reports a service that stays down.
 //!
 //! [`Node`] is the handle the rest of flack holds: cheap to clone, started
 //! with [`Node::start`], stopped with [`Node::shutdown`]. Without a node
@@ -22,6 +24,7 @@ pub mod monitors;
 pub mod pid;
 pub mod process;
 pub mod services;
+pub mod supervisor;
 pub mod term;
 
 pub(crate) mod core;
@@ -40,6 +43,7 @@ pub use mailbox::{Mailbox, Received, TermMailbox};
 pub use monitors::Watched;
 pub use pid::Pid;
 pub use process::{Delivery, ExitAction, ExitKind, Inbox, NameError, ProcessTable};
+pub use supervisor::{ServiceState, ServiceStatus};
 
 use self::core::Core;
 use self::dist::connection::Outgoing;
@@ -227,6 +231,24 @@ impl Node {
     /// Whether distribution is on.
     pub fn is_distributed(&self) -> bool {
         self.core.distributed()
+    }
+
+    /// The supervised services (`net_kernel`, `rex`, `flack_mesh`,
+    /// `gproc_dist`) and how each stands.
+    pub fn services(&self) -> Vec<ServiceStatus> {
+        self.core.services.statuses()
+    }
+
+    /// The supervised services that ended more often than their restart
+    /// limit allows and stay down.
+    pub fn failed_services(&self) -> Vec<String> {
+        self.core.services.failed_names()
+    }
+
+    /// Waits until a supervised service has failed for good; returns the
+    /// names of those that have.
+    pub async fn service_failure(&self) -> Vec<String> {
+        self.core.services.failed().await
     }
 
     /// Starts a process: a fresh pid of this node for `inbox`.

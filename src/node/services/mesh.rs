@@ -14,10 +14,10 @@ use crate::node::mailbox::Received;
 use crate::node::term::{as_atom, as_list, as_tuple, atom, list, tuple};
 use crate::node::{Node, NodeEvent};
 
-/// Starts the mesh keeper, registered as `flack_mesh`, under
-/// [`super::supervise`].
+/// Starts the mesh keeper, registered as `flack_mesh`, under the node's
+/// supervisor.
 pub fn start(node: &Node, interval: Duration) {
-    super::supervise(
+    super::start_service(
         node,
         "flack_mesh",
         1024,

@@ -3,10 +3,13 @@
 //! the mesh keeper that connects us to every node our peers know.
 //!
 //! Nothing a peer sends runs code here: calls are answered from a fixed
-//! table ([`eval`]): `erlang:node/0`, `erlang:nodes/0,1`, and an `undef`
-//! error for everything else, so an `rpc:call` returns at once.
+//! table ([`eval`]): `erlang:node/0`, `erlang:nodes/0,1`,
+//! `erlang:whereis/1` (what an operator asks first about a service), and
+//! an `undef` error for everything else, so an `rpc:call` returns at once.
 //!
-//! Each runs under [`supervise`]: a panic restarts it under its name.
+//! Each runs under the node's [`super::supervisor`]: when its process
+//! ends (killed by a peer, or a panic), a new one is registered under its
+//! name, within the restart limit [`Intensity::NODE_SERVICE`].
 //!
 //! `global` is not among them on purpose: see the README's "Erlang
 //! distribution" section. `global_name_server` is not registered, so
@@ -20,83 +23,37 @@ pub mod spawn;
 use eetf::Term;
 
 use super::core::Core;
+use super::supervisor::{ChildSpec, Intensity, Stateless, supervise};
 use super::term::{as_atom, as_list, as_tuple, atom, list, tuple};
 
-/// How many restarts a service may need within [`RESTART_PERIOD`] before
-/// its supervisor gives up on it (an OTP supervisor's intensity).
-pub const MAX_RESTARTS: usize = 5;
-
-/// See [`MAX_RESTARTS`].
-pub const RESTART_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Runs a registered service process under a supervisor: `run(node, pid,
-/// mailbox)` serves until the node shuts down. When it panics (a bug hit
-/// by some peer's input), the process ends with `killed`, as its monitors
-/// and links see it, and a fresh one is started and registered under the
-/// same name after 100 ms, as a `one_for_one` supervisor with intensity
-/// [`MAX_RESTARTS`] in [`RESTART_PERIOD`] would; past that the service
-/// stays down and an error says so. The first process is registered before
-/// this returns.
-pub(crate) fn supervise<F, Fut>(
+/// Supervises a node service registered as `name`: a stateless one, with
+/// a mailbox of `capacity`, stopped with the node. A name already taken
+/// (by the embedding code) leaves the service unstarted, with a warning.
+pub(crate) fn start_service<F, Fut>(
     node: &crate::node::Node,
     name: &'static str,
     capacity: usize,
     run: F,
 ) where
-    F: Fn(crate::node::Node, crate::node::Pid, crate::node::Mailbox) -> Fut + Send + Sync + 'static,
+    F: FnMut(crate::node::Node, crate::node::Pid, crate::node::Mailbox) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    use crate::node::mailbox::TermMailbox;
-    let start = move |node: &crate::node::Node| {
-        let (inbox, mailbox) = TermMailbox::new(capacity);
-        let pid = node.spawn(inbox);
-        if node.register_name(name, &pid).is_err() {
-            node.exit_process(&pid, atom("normal"));
-            return None;
-        }
-        Some((pid, mailbox))
+    let spec = ChildSpec {
+        name,
+        mailbox: capacity,
+        intensity: Intensity::NODE_SERVICE,
+        shutdown: node.core().shutdown.clone(),
     };
-    let Some(mut current) = start(node) else {
-        return;
-    };
-    let node = node.clone();
-    tokio::spawn(async move {
-        let mut restarts = std::collections::VecDeque::new();
-        loop {
-            let (pid, mailbox) = current;
-            let outcome = tokio::spawn(run(node.clone(), pid.clone(), mailbox)).await;
-            let Err(e) = outcome else {
-                node.exit_process(&pid, atom("normal"));
-                return;
-            };
-            node.exit_process(&pid, atom("killed"));
-            if !e.is_panic() || node.core().shutdown.is_cancelled() {
-                return;
-            }
-            let now = tokio::time::Instant::now();
-            restarts.retain(|at| now.duration_since(*at) < RESTART_PERIOD);
-            if restarts.len() >= MAX_RESTARTS {
-                tracing::error!(
-                    "{name} crashed {MAX_RESTARTS} times within {RESTART_PERIOD:?}; it stays down"
-                );
-                return;
-            }
-            restarts.push_back(now);
-            tracing::error!("{name} crashed; restarting it");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            match start(&node) {
-                Some(next) => current = next,
-                None => return,
-            }
-        }
-    });
+    if let Err(error) = supervise(node, spec, Stateless(run)) {
+        tracing::warn!(%error, "{name} not started");
+    }
 }
 
 /// Starts a registered process that answers `gen_server` calls with
 /// `answer(request)` until the node shuts down; other messages are dropped.
 /// Its mailbox holds 1024 messages; while the queue toward a caller's node
 /// has no room for answers it waits, and calls past the mailbox are shed.
-/// It runs under [`supervise`].
+/// It runs under the node's supervisor ([`start_service`]).
 pub(crate) fn serve_calls(
     node: &crate::node::Node,
     name: &'static str,
@@ -104,7 +61,7 @@ pub(crate) fn serve_calls(
 ) {
     use crate::node::mailbox::Received;
     let answer = std::sync::Arc::new(answer);
-    supervise(node, name, 1024, move |node, pid, mut mailbox| {
+    start_service(node, name, 1024, move |node, pid, mut mailbox| {
         let answer = answer.clone();
         async move {
             let core = node.core().clone();
@@ -157,6 +114,17 @@ pub(crate) fn eval(core: &Core, m: &Term, f: &Term, args: &Term) -> Result<Term,
     match (as_atom(m), as_atom(f), arity) {
         (Some("erlang"), Some("node"), Some(0)) => Ok(atom(&core.name)),
         (Some("erlang"), Some("nodes"), Some(0)) => Ok(list(visible())),
+        (Some("erlang"), Some("whereis"), Some(1)) => {
+            let name = as_list(args).and_then(|args| as_atom(&args[0]));
+            match name {
+                Some(name) => Ok(core
+                    .table
+                    .whereis(name)
+                    .map(Term::from)
+                    .unwrap_or_else(|| atom("undefined"))),
+                None => Err(undef(m, f, args)),
+            }
+        }
         (Some("erlang"), Some("nodes"), Some(1)) => {
             let arg = &as_list(args).unwrap_or(&[])[0];
             let kinds: Vec<&str> = match arg {
@@ -238,16 +206,53 @@ mod tests {
         let first = node.whereis("fragile").expect("registered at once");
         assert_eq!(call(&node, "fragile", atom("hi")).await, Some(atom("hi")));
         assert_eq!(call(&node, "fragile", atom("boom")).await, None);
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let second = node.whereis("fragile").expect("restarted");
         assert_ne!(first, second);
         assert!(!node.is_alive(&first));
         assert_eq!(call(&node, "fragile", atom("hi")).await, Some(atom("hi")));
-        // Past MAX_RESTARTS within RESTART_PERIOD it stays down.
-        for _ in 0..MAX_RESTARTS {
+        // Past the intensity within its period it stays down, and says so.
+        for _ in 0..Intensity::NODE_SERVICE.max_restarts {
             call(&node, "fragile", atom("boom")).await;
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         assert_eq!(node.whereis("fragile"), None);
+        assert_eq!(node.failed_services(), vec!["fragile".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_killed_service_is_restarted_under_its_name_with_a_new_pid() {
+        let node = Node::start(NodeConfig::local()).await.expect("starts");
+        serve_calls(&node, "echo", |_, request| request.clone());
+        let (killer, _mailbox) = node.spawn_mailbox(1);
+        let mut pids = vec![node.whereis("echo").expect("registered")];
+        for round in 1..=Intensity::NODE_SERVICE.max_restarts {
+            node.exit(&killer, pids.last().expect("a pid"), atom("kill"));
+            let mut next = None;
+            for _ in 0..100 {
+                next = node.whereis("echo").filter(|pid| !pids.contains(pid));
+                if next.is_some() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            pids.push(next.unwrap_or_else(|| panic!("not restarted after kill {round}")));
+            assert_eq!(call(&node, "echo", atom("hi")).await, Some(atom("hi")));
+        }
+        let status = node.services();
+        assert_eq!(status.len(), 1);
+        assert_eq!(
+            status[0].restarts,
+            Intensity::NODE_SERVICE.max_restarts as u64
+        );
+        assert_eq!(status[0].state, crate::node::supervisor::ServiceState::Up);
+        // One more within the period is one too many.
+        node.exit(&killer, pids.last().expect("a pid"), atom("kill"));
+        let failed =
+            tokio::time::timeout(std::time::Duration::from_secs(5), node.service_failure())
+                .await
+                .expect("reported");
+        assert_eq!(failed, vec!["echo".to_owned()]);
+        assert_eq!(node.whereis("echo"), None);
     }
 }
