@@ -25,6 +25,7 @@ use node_support::*;
 use serde_json::Value;
 use support::{Client, run_args};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
 
 const COOKIE: &str = "supervision-test-cookie";
 
@@ -331,6 +332,89 @@ async fn chat_between_nodes_works_again_after_gproc_dist_is_killed() {
         sample(
             &metrics,
             "flack_service_restarts_total{service=\"gproc_dist\"}"
+        ),
+        Some(1),
+        "{metrics}"
+    );
+    drop((alice, bob, ctl));
+    for node in nodes {
+        node.stop().await.expect("stops cleanly");
+    }
+}
+
+/// The next `chat_message` saying `text`; earlier ones (probes) are passed over.
+async fn message_saying(client: &mut Client, text: &str) {
+    while next(client, "chat_message").await["message"] != text {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_between_rust_nodes_works_again_after_flack_fanout_is_killed() {
+    require_erl!();
+    let epmd = TestEpmd::start().await;
+    let stem = unique("fsup");
+    let dir = TempDir(std::env::temp_dir().join(format!("flack-{stem}")));
+    let names: Vec<String> = (1..=2).map(|i| format!("{stem}n{i}@localhost")).collect();
+    let mut nodes = Vec::new();
+    for name in &names {
+        let mut settings = named_settings(name, epmd.port);
+        settings.gproc_dist = GprocDist::Candidates {
+            nodes: names.clone(),
+            opts: Vec::new(),
+        };
+        settings.data_dir = dir.0.join(name);
+        std::fs::create_dir_all(&settings.data_dir).expect("data dir");
+        nodes.push(start(settings).await.expect("node starts"));
+    }
+    settled(&nodes).await;
+    let mut ctl = Ctl::new(&nodes[0].node);
+    let erl = Erl::start(&unique("efsup"), COOKIE, epmd.port, &names[0], &[]);
+    ctl.agent_up(&erl.name).await;
+
+    let mut alice = Client::login(nodes[0].local_addr, "alice").await;
+    let mut bob = Client::login(nodes[1].local_addr, "bob").await;
+    alice.join("room").await;
+    bob.join("room").await;
+    message_arrives(&mut alice, &mut [&mut bob], "before").await;
+
+    // bob's node receives alice's events through its flack_fanout process.
+    let node = nodes[1].node.clone();
+    kill_and_await_restart(&mut ctl, &erl.name, &node, "flack_fanout").await;
+    // Until gproc has moved the cluster name to the new process, a batch
+    // can still go to the killed one; probe until one arrives.
+    let mut arrived = false;
+    for probe in 0..40 {
+        alice.post("room", &format!("probe {probe}")).await;
+        next(&mut alice, "chat_message").await;
+        if timeout(Duration::from_millis(500), next(&mut bob, "chat_message"))
+            .await
+            .is_ok()
+        {
+            arrived = true;
+            break;
+        }
+    }
+    assert!(
+        arrived,
+        "no event reached bob's node after flack_fanout was killed"
+    );
+    // From then on every message arrives, both ways.
+    for round in 0..5 {
+        let text = format!("from alice after the kill {round}");
+        alice.post("room", &text).await;
+        message_saying(&mut alice, &text).await;
+        message_saying(&mut bob, &text).await;
+        let text = format!("from bob after the kill {round}");
+        bob.post("room", &text).await;
+        message_saying(&mut bob, &text).await;
+        message_saying(&mut alice, &text).await;
+    }
+    let (status, body) = get(nodes[1].local_addr, "/health").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, metrics) = get(nodes[1].local_addr, "/metrics").await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "flack_service_restarts_total{service=\"flack_fanout\"}"
         ),
         Some(1),
         "{metrics}"

@@ -27,74 +27,99 @@ use tracing::{debug, warn};
 
 use super::directory::Directory;
 use super::records::DecodeCache;
+use crate::node::supervisor::{ChildSpec, Intensity, Stateless, supervise};
 use crate::node::term::{as_atom, as_list, as_tuple};
-use crate::node::{Node, Pid, Received, TermMailbox};
+use crate::node::{Mailbox, Node, Pid, Received};
 
 /// The local registered name.
 pub const NAME: &str = "flack_fanout";
 
-/// Starts the process and keeps it registered in the cluster.
+/// Starts the process under the node's supervisor and keeps each of its
+/// incarnations registered in the cluster: a peer that kills it (an exit
+/// signal) gets a fresh one, as `net_kernel` or `gproc_dist` would, and
+/// the cluster name moves to it once gproc has released the old pid's.
 pub fn start(
     node: &Node,
     directory: Arc<Directory>,
     records: Arc<DecodeCache>,
     shutdown: CancellationToken,
 ) {
-    let (inbox, mut mailbox) = TermMailbox::new(4096);
-    let pid = node.spawn(inbox);
-    if let Err(error) = node.register_name(NAME, &pid) {
+    let spec = ChildSpec {
+        name: NAME,
+        mailbox: 4096,
+        intensity: Intensity::NODE_SERVICE,
+        shutdown: shutdown.clone(),
+    };
+    let incarnation = move |_node: Node, pid: Pid, mailbox: Mailbox| {
+        register_in_cluster(directory.clone(), pid, shutdown.clone());
+        serve(
+            mailbox,
+            directory.clone(),
+            records.clone(),
+            shutdown.clone(),
+        )
+    };
+    if let Err(error) = supervise(node, spec, Stateless(incarnation)) {
         warn!(%error, "fan-out process not started");
-        return;
     }
-    let registrar = directory.clone();
-    let own = pid.clone();
-    let stop = shutdown.clone();
+}
+
+/// Registers `pid` as this node's `{n,g,{flack_fanout, Node}}`, retrying
+/// while the cluster is still electing or still holds a previous
+/// incarnation's registration.
+fn register_in_cluster(directory: Arc<Directory>, pid: Pid, stop: CancellationToken) {
     tokio::spawn(async move {
-        // The cluster may still be electing; retry until the name is ours.
         while !stop.is_cancelled() {
-            match registrar.register_fanout(&own).await {
+            match directory.register_fanout(&pid).await {
                 Ok(()) => return,
                 Err(error) => debug!(%error, "fan-out registration will be retried"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    tokio::spawn(async move {
-        loop {
-            let received = tokio::select! {
-                () = shutdown.cancelled() => return,
-                received = mailbox.recv() => received,
-            };
-            let Some(Received::Message(_, message)) = received else {
-                return;
-            };
-            match as_tuple(&message) {
-                Some([tag, batch]) if as_atom(tag) == Some(NAME) => {
-                    let Some(batch) = as_list(batch) else {
-                        debug!(%message, "fan-out ignored a malformed batch");
-                        continue;
-                    };
-                    for record in batch {
-                        match records.decode(record) {
-                            Ok(event) => directory.deliver_to_chat(&event),
-                            Err(error) => debug!(%error, "fan-out ignored a malformed record"),
-                        }
+}
+
+/// One incarnation: delivers each batch it receives until the node stops
+/// or the process is ended.
+async fn serve(
+    mut mailbox: Mailbox,
+    directory: Arc<Directory>,
+    records: Arc<DecodeCache>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => return,
+            received = mailbox.recv() => received,
+        };
+        let Some(Received::Message(_, message)) = received else {
+            return;
+        };
+        match as_tuple(&message) {
+            Some([tag, batch]) if as_atom(tag) == Some(NAME) => {
+                let Some(batch) = as_list(batch) else {
+                    debug!(%message, "fan-out ignored a malformed batch");
+                    continue;
+                };
+                for record in batch {
+                    match records.decode(record) {
+                        Ok(event) => directory.deliver_to_chat(&event),
+                        Err(error) => debug!(%error, "fan-out ignored a malformed record"),
                     }
                 }
-                Some([tag, record, members]) if as_atom(tag) == Some(NAME) => {
-                    let (Ok(event), Some(members)) = (records.decode(record), as_list(members))
-                    else {
-                        debug!(%message, "fan-out ignored a malformed batch");
-                        continue;
-                    };
-                    for member in members {
-                        if let eetf::Term::Pid(member) = member {
-                            directory.deliver_to_session(&Pid::from(member), &event);
-                        }
-                    }
-                }
-                _ => debug!(%message, "fan-out ignored an unknown message"),
             }
+            Some([tag, record, members]) if as_atom(tag) == Some(NAME) => {
+                let (Ok(event), Some(members)) = (records.decode(record), as_list(members)) else {
+                    debug!(%message, "fan-out ignored a malformed batch");
+                    continue;
+                };
+                for member in members {
+                    if let eetf::Term::Pid(member) = member {
+                        directory.deliver_to_session(&Pid::from(member), &event);
+                    }
+                }
+            }
+            _ => debug!(%message, "fan-out ignored an unknown message"),
         }
-    });
+    }
 }

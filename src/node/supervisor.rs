@@ -1,6 +1,7 @@
 //! The node's supervisor: keeps its core services (`net_kernel`, `rex`,
-//! `flack_mesh`, and `gproc_dist` in a cluster) running under their
-//! registered names, and says so when one cannot be kept running.
+//! `flack_mesh`; in a cluster also `gproc_dist` and `flack_fanout`) running
+//! under their registered names, and says so when one cannot be kept
+//! running.
 //!
 //! Each service is a permanent child of a `one_for_one` supervisor: when its
 //! process ends for any reason but the node's shutdown (an `exit(Pid, kill)`
