@@ -86,6 +86,9 @@ pub(crate) struct Core {
     /// The pid that stands for "the node" as sender of signals no process
     /// sends (REG_SEND needs a sender).
     pub system: Mutex<Option<Pid>>,
+    /// The TLS setup when the distribution runs over TLS
+    /// (`-proto_dist inet_tls`), loaded from `config.tls` at start.
+    pub tls: Option<crate::node::dist::tls::DistTls>,
 }
 
 impl Core {
@@ -109,6 +112,7 @@ impl Core {
             handshake_log: Mutex::new(LogLimiter::new()),
             listen_port: Mutex::new(0),
             system: Mutex::new(None),
+            tls: None,
         }
     }
 
