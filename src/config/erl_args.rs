@@ -130,7 +130,7 @@ impl ErlArgs {
                         .iter()
                         .take_while(|word| !word.starts_with(['-', '+']))
                         .collect();
-                    if words.is_empty() || words.len() % 2 != 0 {
+                    if words.is_empty() || !words.len().is_multiple_of(2) {
                         return Err(ErlArgsError(format!(
                             "-ssl_dist_opt needs pairs of words (server_certfile FILE ...), found {} word(s)",
                             words.len()

@@ -294,7 +294,7 @@ impl Settings {
         let dist_tls =
             match tls_dist::resolve(&merged, &mut warnings).map_err(anyhow::Error::msg)? {
                 tls_dist::DistProto::Tcp => None,
-                tls_dist::DistProto::Tls(options) => Some(options),
+                tls_dist::DistProto::Tls(options) => Some(*options),
             };
         let epmd_addresses = crate::node::epmd::server::listen_addresses(
             std::env::var("ERL_EPMD_ADDRESS").ok().as_deref(),
@@ -604,6 +604,45 @@ mod tests {
         assert!(
             error.to_string().contains("not an IP address tuple"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn command_line_kernel_parameters_win_over_sys_config() {
+        let settings = resolve(
+            "foreground -kernel net_ticktime 7 inet_dist_listen_min 9101",
+            Some("[{kernel, [{net_ticktime, 30}, {inet_dist_listen_min, 9100}, {inet_dist_listen_max, 9105}]}]."),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(settings.net_ticktime, Duration::from_secs(7));
+        assert_eq!(
+            settings.dist_ports,
+            Some((9101, 9105)),
+            "each parameter on its own, as OTP's application environment"
+        );
+    }
+
+    #[test]
+    fn proto_dist_selects_tls_for_the_node() {
+        let settings = resolve(
+            "foreground",
+            None,
+            Some("-proto_dist inet_tls\n-ssl_dist_opt server_certfile /s.pem client_verify verify_peer\n"),
+        )
+        .expect("valid");
+        let tls = settings.dist_tls.clone().expect("TLS");
+        assert_eq!(tls.server.certfile, Some(PathBuf::from("/s.pem")));
+        let mut config = crate::node::NodeConfig::local();
+        settings.apply_dist(&mut config);
+        assert_eq!(config.tls, Some(tls));
+        let settings = resolve("foreground", None, Some("-proto_dist inet_tcp\n")).expect("valid");
+        assert_eq!(settings.dist_tls, None);
+        let error = resolve("foreground -proto_dist inet6_tls", None, None).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("inet_tcp (the default) and inet_tls only")
         );
     }
 

@@ -63,7 +63,7 @@ pub enum DistProto {
     /// `inet_tcp` (the default).
     Tcp,
     /// `inet_tls`, with its options.
-    Tls(TlsDistOptions),
+    Tls(Box<TlsDistOptions>),
 }
 
 /// Reads `-proto_dist`, `-ssl_dist_optfile` and `-ssl_dist_opt` of the
@@ -93,7 +93,7 @@ pub fn resolve(args: &ErlArgs, warnings: &mut Vec<String>) -> Result<DistProto, 
             let from_args = parse_opt_words(&args.ssl_dist_opt, warnings)?;
             let server = from_file.server.unwrap_or(from_args.server);
             let client = from_file.client.unwrap_or(from_args.client);
-            Ok(DistProto::Tls(TlsDistOptions { server, client }))
+            Ok(DistProto::Tls(Box::new(TlsDistOptions { server, client })))
         }
         Some(other) => Err(format!(
             "-proto_dist {other}: this node implements inet_tcp (the default) and inet_tls only"

@@ -334,7 +334,9 @@ pub(crate) async fn connect(core: Arc<Core>, node: Arc<str>, id: u64, cancel: Ca
                 let tls_stream = tokio::time::timeout(core.config.setup_time, handshake)
                     .await
                     .map_err(|_| format!("TLS handshake with {addr} timed out"))?
-                    .map_err(|e| format!("TLS handshake with {addr} failed: {e}"))?;
+                    .map_err(|e| {
+                        format!("TLS handshake with {addr} failed: {e}{}", tls_hint(&e))
+                    })?;
                 DistStream::Tls(Box::new(tls_stream.into()))
             }
         };
@@ -379,7 +381,13 @@ pub(crate) async fn connect(core: Arc<Core>, node: Arc<str>, id: u64, cancel: Ca
             }
         }
         Err(reason) => {
-            tracing::info!("cannot connect to {node}: {reason}");
+            // A peer that is down is routine; one that refuses our
+            // certificate, or whose certificate we refuse, needs an operator.
+            if reason.starts_with("TLS handshake") {
+                tracing::warn!("cannot connect to {node}: {reason}");
+            } else {
+                tracing::info!("cannot connect to {node}: {reason}");
+            }
             core.connection_lost(&node, id, &reason);
         }
     }
@@ -442,6 +450,27 @@ fn log_failure(core: &Core, source: IpAddr, line: std::fmt::Arguments<'_>, error
     }
 }
 
+/// What a failed TLS handshake most likely means, when its error alone
+/// does not say: a peer that speaks plain TCP distribution.
+fn tls_hint(error: &std::io::Error) -> &'static str {
+    let not_tls = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            )
+        });
+    if not_tls {
+        " (the peer does not speak TLS: is it started with -proto_dist inet_tls?)"
+    } else if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        " (the peer closed the connection without a TLS alert: does it speak TLS?)"
+    } else {
+        ""
+    }
+}
+
 /// The TLS handshake on an accepted connection, when the distribution runs
 /// over TLS; `None` (logged) when it fails or stalls past the setup time.
 async fn accept_transport(core: &Core, tcp: TcpStream, source: IpAddr) -> Option<DistStream> {
@@ -454,7 +483,10 @@ async fn accept_transport(core: &Core, tcp: TcpStream, source: IpAddr) -> Option
             log_failure(
                 core,
                 source,
-                format_args!("refused a TLS distribution connection from {source}: {e}"),
+                format_args!(
+                    "refused a TLS distribution connection from {source}: {e}{}",
+                    tls_hint(&e)
+                ),
                 false,
             );
             None
