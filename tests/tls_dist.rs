@@ -627,3 +627,51 @@ fn another_proto_dist_stops_the_binary_at_start() {
         );
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn ticks_keep_an_idle_tls_connection_up() {
+    require_erl!();
+    let (_logs, _guard) = capture_logs();
+    let scratch = Scratch::new("ticks");
+    let ca = Ca::new(&scratch.0, "ca");
+    let epmd = TestEpmd::start().await;
+    let mut config = rust_config(&unique("rticks"), "tls_cookie", epmd.port);
+    config.tls = Some(strict_options(&ca.node_cert("rust"), &ca.cert));
+    config.net_ticktime = Duration::from_secs(4);
+    let node = Node::start(config).await.expect("starts");
+    let mut events = node.subscribe();
+    let mut ctl = Ctl::new(&node);
+    let optfile = write_optfile(&scratch.0, "erl", &ca.node_cert("erl"), &ca.cert);
+    let optfile = optfile.display().to_string();
+    let erl_node = Erl::start(
+        &unique("eticks"),
+        "tls_cookie",
+        epmd.port,
+        node.name(),
+        &[
+            "-kernel",
+            "net_ticktime",
+            "4",
+            "-proto_dist",
+            "inet_tls",
+            "-ssl_dist_optfile",
+            optfile.as_str(),
+        ],
+    );
+    ctl.agent_up(&erl_node.name).await;
+    // Nothing but ticks for two and a half tick times: a tick held in a
+    // TLS buffer would make either side declare the other down.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, flack::node::NodeEvent::Down(..)),
+            "the idle TLS connection went down: {event:?}"
+        );
+    }
+    assert_eq!(node.connected_nodes(), [erl_node.name.clone()]);
+    let pong = ctl
+        .cmd(&erl_node.name, tuple(vec![atom("ping"), atom(node.name())]))
+        .await;
+    assert_eq!(as_atom(&pong), Some("pong"));
+    node.shutdown().await;
+}
