@@ -2,9 +2,12 @@
 //! `-proto_dist inet_tls -ssl_dist_optfile FILE` (OTP's `inet_tls_dist`):
 //! pings both ways, messages and rpc in a mixed cluster, certificates of
 //! another CA refused in both directions, plain TCP peers refused, and a
-//! TLS handshake that stalls timed out like a distribution handshake. The
-//! certificates (a CA, a certificate per node) are made at test time with
-//! rcgen in a temporary directory.
+//! TLS handshake that stalls timed out like a distribution handshake, ticks
+//! through an idle TLS connection, and the binary taking `-proto_dist` from
+//! vm.args (and refusing other protocols). The certificates (a CA, a
+//! certificate per node) are made at test time with rcgen in a temporary
+//! directory. At the end, the binary's EPMD reading `ERL_EPMD_PORT` and
+//! `ERL_EPMD_ADDRESS`.
 //!
 //! Every test runs on one thread, so that what the Rust node logs is
 //! logged where the test's capturing subscriber is installed.
@@ -668,10 +671,52 @@ async fn ticks_keep_an_idle_tls_connection_up() {
             "the idle TLS connection went down: {event:?}"
         );
     }
-    assert_eq!(node.connected_nodes(), [erl_node.name.clone()]);
+    assert_eq!(node.connected_nodes(), std::slice::from_ref(&erl_node.name));
     let pong = ctl
         .cmd(&erl_node.name, tuple(vec![atom("ping"), atom(node.name())]))
         .await;
     assert_eq!(as_atom(&pong), Some("pong"));
     node.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// The environment of issue 15's distribution settings, read by the binary
+// itself (the settings read from vm.args and sys.config are tested in
+// src/config and tests/hardening_dist.rs).
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_binarys_epmd_reads_erl_epmd_port_and_erl_epmd_address() {
+    let port = free_port();
+    let epmd = Flack(
+        std::process::Command::new(env!("CARGO_BIN_EXE_flack"))
+            .arg("epmd")
+            .env("ERL_EPMD_PORT", port.to_string())
+            .env("ERL_EPMD_ADDRESS", "127.0.0.3")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("flack epmd starts"),
+    );
+    let mut listening = false;
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.3", port)).await.is_ok() {
+            listening = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        listening,
+        "no EPMD on 127.0.0.3:{port} (ERL_EPMD_PORT, ERL_EPMD_ADDRESS)"
+    );
+    TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("loopback is always added, as epmd does");
+    let elsewhere = TcpStream::connect(("127.0.0.4", port)).await;
+    assert!(
+        matches!(&elsewhere, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "listening beyond ERL_EPMD_ADDRESS: {elsewhere:?}"
+    );
+    drop(epmd);
 }
