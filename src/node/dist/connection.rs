@@ -333,7 +333,7 @@ pub(crate) async fn connect(core: Arc<Core>, node: Arc<str>, id: u64, cancel: Ca
                 let handshake = tls.connect(tcp, host, addr.ip());
                 let tls_stream = tokio::time::timeout(core.config.setup_time, handshake)
                     .await
-                    .map_err(|_| format!("TLS handshake with {addr} timed out"))?
+                    .map_err(|_| format!("TLS handshake with {addr} timed out (no TLS answer: does the peer speak TLS?)"))?
                     .map_err(|e| {
                         format!("TLS handshake with {addr} failed: {e}{}", tls_hint(&e))
                     })?;
@@ -464,7 +464,14 @@ fn tls_hint(error: &std::io::Error) -> &'static str {
         });
     if not_tls {
         " (the peer does not speak TLS: is it started with -proto_dist inet_tls?)"
-    } else if error.kind() == std::io::ErrorKind::UnexpectedEof {
+    } else if matches!(
+        error.kind(),
+        std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+    ) {
+        // A plain TCP peer reads our hello as a name message it cannot
+        // make sense of and closes, with or without the bytes read.
         " (the peer closed the connection without a TLS alert: does it speak TLS?)"
     } else {
         ""
