@@ -6,13 +6,15 @@
 //! through an idle TLS connection, and the binary taking `-proto_dist` from
 //! vm.args (and refusing other protocols). The certificates (a CA, a
 //! certificate per node) are made at test time with rcgen in a temporary
-//! directory. At the end, the binary's EPMD reading `ERL_EPMD_PORT` and
-//! `ERL_EPMD_ADDRESS`.
+//! directory. With `FLACK_ERLANG_HOME` (else SKIPPED), an ORIGINAL
+//! Erlang flack node and the Rust binary chat over TLS. At the end, the
+//! binary's EPMD reading `ERL_EPMD_PORT` and `ERL_EPMD_ADDRESS`.
 //!
 //! Every test runs on one thread, so that what the Rust node logs is
 //! logged where the test's capturing subscriber is installed.
 
 mod node_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -680,6 +682,196 @@ async fn ticks_keep_an_idle_tls_connection_up() {
         .await;
     assert_eq!(as_atom(&pong), Some("pong"));
     node.shutdown().await;
+}
+
+/// A process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The Rust binary's `/health` `cluster` object, or null.
+async fn cluster_view(web: std::net::SocketAddr) -> serde_json::Value {
+    use tokio::io::AsyncWriteExt;
+    let Ok(mut stream) = TcpStream::connect(web).await else {
+        return serde_json::Value::Null;
+    };
+    let request = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return serde_json::Value::Null;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(body).ok())
+        .map(|health| health["cluster"].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+async fn next_record(client: &mut support::Client, record: &str) -> serde_json::Value {
+    loop {
+        let value = client.expect_any().await;
+        if value["record"] == record {
+            return value;
+        }
+    }
+}
+
+/// An ORIGINAL Erlang flack node and a Rust node, both over TLS, in one
+/// gproc_dist cluster: users on each see each other join and chat. Needs
+/// the original's build in `FLACK_ERLANG_HOME` (see tests/interop_original.rs).
+#[tokio::test(flavor = "current_thread")]
+async fn original_and_rust_nodes_chat_over_tls() {
+    require_erl!();
+    let Some(home) = std::env::var_os("FLACK_ERLANG_HOME")
+        .map(PathBuf::from)
+        .filter(|home| home.join("lib").is_dir())
+    else {
+        eprintln!(
+            "SKIPPED: set FLACK_ERLANG_HOME to a build of the original Erlang flack to run a mixed TLS cluster"
+        );
+        return;
+    };
+    let scratch = Scratch::new("original");
+    let ca = Ca::new(&scratch.0, "ca");
+    let epmd = TestEpmd::start().await;
+    let stem = unique("otls");
+    let names = [format!("{stem}a@localhost"), format!("{stem}z@localhost")];
+    let candidates = names.join(",");
+    let sys_config = |node: &str, port: u16| {
+        let dir = scratch.0.join(node);
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let path = dir.join("sys.config");
+        std::fs::write(
+            &path,
+            format!(
+                "[{{kernel, [{{logger_level, warning}}, {{inet_dist_use_interface, {{127,0,0,1}}}}]}},\n \
+                 {{flack, [{{port, {port}}}]}},\n {{gproc, [{{gproc_dist, [{candidates}]}}]}}].\n"
+            ),
+        )
+        .expect("sys.config");
+        (dir, path)
+    };
+
+    let erlang_web = free_port();
+    let (erlang_dir, config) = sys_config("erlang", erlang_web);
+    let optfile = write_optfile(&scratch.0, "erlang", &ca.node_cert("erlang"), &ca.cert);
+    let mut command = std::process::Command::new("erl");
+    command
+        .args([
+            "-sname",
+            &names[0],
+            "-setcookie",
+            "tls_cookie",
+            "-noshell",
+            "-noinput",
+        ])
+        .args(["-proto_dist", "inet_tls", "-ssl_dist_optfile"])
+        .arg(&optfile)
+        .arg("-config")
+        .arg(config.with_extension(""));
+    for app in std::fs::read_dir(home.join("lib"))
+        .expect("lib dir")
+        .flatten()
+    {
+        command.arg("-pa").arg(app.path().join("ebin"));
+    }
+    let start = "[{ok, _} = application:ensure_all_started(A, permanent) || \
+                 A <- [gen_leader, gproc, jiffy, ranch, cowlib, cowboy, flack, sasl]], ok.";
+    let _erlang = Killed(
+        command
+            .args(["-eval", start])
+            .current_dir(&erlang_dir)
+            .env("ERL_EPMD_PORT", epmd.port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the original starts"),
+    );
+
+    let rust_web = free_port();
+    let (rust_dir, config) = sys_config("rust", rust_web);
+    let optfile = write_optfile(&scratch.0, "rust", &ca.node_cert("rust"), &ca.cert);
+    let _rust = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_flack"))
+            .args(["foreground", "--bind", "127.0.0.1"])
+            .args(["-sname", &names[1], "-setcookie", "tls_cookie"])
+            .args(["-proto_dist", "inet_tls", "-ssl_dist_optfile"])
+            .arg(&optfile)
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&rust_dir)
+            .env("ERL_EPMD_PORT", epmd.port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the Rust node starts"),
+    );
+
+    let rust_addr = std::net::SocketAddr::from(([127, 0, 0, 1], rust_web));
+    let erlang_addr = std::net::SocketAddr::from(([127, 0, 0, 1], erlang_web));
+    let mut view = serde_json::Value::Null;
+    for _ in 0..300 {
+        view = cluster_view(rust_addr).await;
+        let leader = view["leader"].as_str().unwrap_or("");
+        if names.iter().any(|name| name == leader)
+            && view["down"].as_array().is_some_and(Vec::is_empty)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Either may lead (the first up leads, and stays leader).
+    assert!(
+        view["down"].as_array().is_some_and(Vec::is_empty) && view["leader"].is_string(),
+        "never one cluster: {view}"
+    );
+    for _ in 0..300 {
+        if TcpStream::connect(erlang_addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut alice = support::Client::login(erlang_addr, "alice").await;
+    let mut bob = support::Client::login(rust_addr, "bob").await;
+    alice.join("tls-room").await;
+    // alice's user and membership reach the Rust node's copy of the
+    // registry over the TLS connection (its own fan-out registration is
+    // the one other object).
+    for _ in 0..300 {
+        view = cluster_view(rust_addr).await;
+        if view["registry_size"].as_u64().is_some_and(|size| size >= 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        view["registry_size"].as_u64().is_some_and(|size| size >= 3),
+        "the Rust node never saw alice: {view}"
+    );
+    let (state, bob_joined) = bob.join("tls-room").await;
+    assert_eq!(
+        state["users"][0]["user_id"],
+        alice.user_id.as_str(),
+        "the Rust joiner sees the Erlang member: {state}"
+    );
+    assert_eq!(next_record(&mut alice, "joined").await, bob_joined);
+    for (sender, text) in [(0, "from the original"), (1, "from rust")] {
+        let sender_id = [&alice, &bob][sender].user_id.clone();
+        [&mut alice, &mut bob][sender].post("tls-room", text).await;
+        for client in [&mut alice, &mut bob] {
+            let message = next_record(client, "chat_message").await;
+            assert_eq!(message["message"], text);
+            assert_eq!(message["user_id"], sender_id.as_str());
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
