@@ -353,6 +353,12 @@ async fn two_containers_form_a_cluster_and_chat() {
         ("FLACK_DIST_PORT", &dist_a),
         ("ERL_EPMD_PORT", &epmd_port),
     ]);
+    // a leads when it is up first (leadership is sticky): wait for that
+    // before b starts, or whichever process is quicker to start leads.
+    health_until(&a, "a leading alone", |health| {
+        health["cluster"]["leader"] == names[0].as_str()
+    })
+    .await;
     b.run(&[
         ("FLACK_CLUSTER", &quoted),
         ("FLACK_NODE_NAME", &names[1]),

@@ -36,6 +36,13 @@ pub struct ErlArgs {
     pub args_files: Vec<String>,
     /// `-App Key Value` overrides, in order.
     pub app_env: Vec<AppEnv>,
+    /// `-proto_dist MODULE`: `inet_tcp` (the default) or `inet_tls`.
+    pub proto_dist: Option<String>,
+    /// `-ssl_dist_optfile FILE`: the TLS distribution's options.
+    pub ssl_dist_optfile: Option<String>,
+    /// `-ssl_dist_opt server_certfile F client_verify verify_peer ...`:
+    /// the TLS options as word pairs, in order.
+    pub ssl_dist_opt: Vec<(String, String)>,
     /// Arguments understood but without effect here (emulator flags).
     pub ignored: Vec<String>,
 }
@@ -59,7 +66,6 @@ const VALUE_FLAGS: &[(&str, usize)] = &[
     ("-connect_all", 1),
     ("-start_epmd", 1),
     ("-epmd_module", 1),
-    ("-proto_dist", 1),
     ("-shutdown_time", 1),
     ("-eval", 1),
     ("-code_path_choice", 1),
@@ -109,6 +115,31 @@ impl ErlArgs {
                 "-hidden" => {
                     parsed.hidden = true;
                     index += 1;
+                }
+                "-proto_dist" => {
+                    parsed.proto_dist = Some(value(index, arg)?);
+                    index += 2;
+                }
+                "-ssl_dist_optfile" => {
+                    parsed.ssl_dist_optfile = Some(value(index, arg)?);
+                    index += 2;
+                }
+                "-ssl_dist_opt" => {
+                    // Pairs up to the next flag, as init collects them.
+                    let words: Vec<&String> = args[index + 1..]
+                        .iter()
+                        .take_while(|word| !word.starts_with(['-', '+']))
+                        .collect();
+                    if words.is_empty() || !words.len().is_multiple_of(2) {
+                        return Err(ErlArgsError(format!(
+                            "-ssl_dist_opt needs pairs of words (server_certfile FILE ...), found {} word(s)",
+                            words.len()
+                        )));
+                    }
+                    for pair in words.chunks(2) {
+                        parsed.ssl_dist_opt.push((pair[0].clone(), pair[1].clone()));
+                    }
+                    index += 1 + words.len();
                 }
                 "-smp" => {
                     // `-smp`, or `-smp enable|auto|disable`.
@@ -226,6 +257,15 @@ impl ErlArgs {
         if other.config.is_some() {
             self.config = other.config;
         }
+        if other.proto_dist.is_some() {
+            self.proto_dist = other.proto_dist;
+        }
+        if other.ssl_dist_optfile.is_some() {
+            self.ssl_dist_optfile = other.ssl_dist_optfile;
+        }
+        // erl appends every -ssl_dist_opt; a later pair for the same
+        // option wins when they are read.
+        self.ssl_dist_opt.extend(other.ssl_dist_opt);
         self.args_files.extend(other.args_files);
         self.hidden |= other.hidden;
         self.app_env.extend(other.app_env);
@@ -316,6 +356,31 @@ mod tests {
         let (args, rest) = ErlArgs::extract(&words("-flack port 1 foreground")).expect("valid");
         assert_eq!(rest, ["foreground"]);
         assert_eq!(args.app_env.len(), 1);
+    }
+
+    #[test]
+    fn distribution_protocol_words() {
+        let (args, rest) = ErlArgs::extract(&words(
+            "-proto_dist inet_tls -ssl_dist_optfile /etc/flack/dist.conf foreground -ssl_dist_opt server_certfile a.pem client_verify verify_peer -sname n",
+        ))
+        .expect("valid");
+        assert_eq!(rest, ["foreground"]);
+        assert_eq!(args.proto_dist.as_deref(), Some("inet_tls"));
+        assert_eq!(
+            args.ssl_dist_optfile.as_deref(),
+            Some("/etc/flack/dist.conf")
+        );
+        assert_eq!(
+            args.ssl_dist_opt,
+            [
+                ("server_certfile".to_owned(), "a.pem".to_owned()),
+                ("client_verify".to_owned(), "verify_peer".to_owned())
+            ]
+        );
+        assert_eq!(args.sname.as_deref(), Some("n"));
+        assert!(args.app_env.is_empty(), "not an application's parameters");
+        assert!(ErlArgs::extract(&words("-ssl_dist_opt server_certfile")).is_err());
+        assert!(ErlArgs::extract(&words("-proto_dist")).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod erl_args;
 pub mod erl_term;
 pub mod sys_config;
+pub mod tls_dist;
 pub mod vm_args;
 
 use std::net::{IpAddr, SocketAddr};
@@ -118,6 +119,9 @@ pub struct Settings {
     /// `-kernel inet_dist_listen_min N [inet_dist_listen_max M]`: the
     /// distribution port range; any free port when not set.
     pub dist_ports: Option<(u16, u16)>,
+    /// `-proto_dist inet_tls` with the options of `-ssl_dist_optfile` (or
+    /// `-ssl_dist_opt`): the distribution over TLS; plain TCP when `None`.
+    pub dist_tls: Option<crate::node::dist::tls::TlsDistOptions>,
     /// `{kernel, [{net_ticktime, N}]}` or `-kernel net_ticktime N`; 60 s as
     /// in Erlang when not set.
     pub net_ticktime: Duration,
@@ -287,6 +291,11 @@ impl Settings {
                 "kernel inet_dist_listen_max {max} is below inet_dist_listen_min {min}: no port to listen on"
             );
         }
+        let dist_tls =
+            match tls_dist::resolve(&merged, &mut warnings).map_err(anyhow::Error::msg)? {
+                tls_dist::DistProto::Tcp => None,
+                tls_dist::DistProto::Tls(options) => Some(*options),
+            };
         let epmd_addresses = crate::node::epmd::server::listen_addresses(
             std::env::var("ERL_EPMD_ADDRESS").ok().as_deref(),
         )
@@ -346,6 +355,7 @@ impl Settings {
             epmd_addresses,
             dist_interface: known.dist_interface,
             dist_ports: known.dist_ports(),
+            dist_tls,
             data_dir: run
                 .data_dir
                 .clone()
@@ -387,7 +397,8 @@ impl Settings {
 
     /// Puts what these settings say about the distribution port and EPMD
     /// into a node's configuration: the listener's address and port range,
-    /// the EPMD port and the addresses of an EPMD the node starts.
+    /// TLS and its options, the EPMD port and the addresses of an EPMD the
+    /// node starts.
     pub fn apply_dist(&self, config: &mut crate::node::NodeConfig) {
         if let Some(ip) = self.dist_interface {
             config.listen_ip = ip;
@@ -396,6 +407,7 @@ impl Settings {
             config.listen_port = min;
             config.listen_port_max = max;
         }
+        config.tls.clone_from(&self.dist_tls);
         config.epmd_port = self.epmd_port;
         config.epmd_addresses.clone_from(&self.epmd_addresses);
     }
@@ -592,6 +604,45 @@ mod tests {
         assert!(
             error.to_string().contains("not an IP address tuple"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn command_line_kernel_parameters_win_over_sys_config() {
+        let settings = resolve(
+            "foreground -kernel net_ticktime 7 inet_dist_listen_min 9101",
+            Some("[{kernel, [{net_ticktime, 30}, {inet_dist_listen_min, 9100}, {inet_dist_listen_max, 9105}]}]."),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(settings.net_ticktime, Duration::from_secs(7));
+        assert_eq!(
+            settings.dist_ports,
+            Some((9101, 9105)),
+            "each parameter on its own, as OTP's application environment"
+        );
+    }
+
+    #[test]
+    fn proto_dist_selects_tls_for_the_node() {
+        let settings = resolve(
+            "foreground",
+            None,
+            Some("-proto_dist inet_tls\n-ssl_dist_opt server_certfile /s.pem client_verify verify_peer\n"),
+        )
+        .expect("valid");
+        let tls = settings.dist_tls.clone().expect("TLS");
+        assert_eq!(tls.server.certfile, Some(PathBuf::from("/s.pem")));
+        let mut config = crate::node::NodeConfig::local();
+        settings.apply_dist(&mut config);
+        assert_eq!(config.tls, Some(tls));
+        let settings = resolve("foreground", None, Some("-proto_dist inet_tcp\n")).expect("valid");
+        assert_eq!(settings.dist_tls, None);
+        let error = resolve("foreground -proto_dist inet6_tls", None, None).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("inet_tcp (the default) and inet_tls only")
         );
     }
 

@@ -170,7 +170,7 @@ fn why_ignored(flag: &str) -> Option<&'static str> {
         }
         "-eval" | "-s" | "-run" => "it runs Erlang code at boot; a Rust node has none",
         "-shutdown_time" => "use --shutdown-grace-secs for the time sessions get to close",
-        "-connect_all" | "-start_epmd" | "-epmd_module" | "-proto_dist" | "-remsh" | "-rsh" => {
+        "-connect_all" | "-start_epmd" | "-epmd_module" | "-remsh" | "-rsh" => {
             "a distribution option this node does not implement"
         }
         _ if name.starts_with("+K") => "kernel poll; a Rust node always uses epoll",

@@ -88,6 +88,9 @@ pub(crate) struct Core {
     pub system: Mutex<Option<Pid>>,
     /// The supervised services and how they stand.
     pub services: super::supervisor::Services,
+    /// The TLS setup when the distribution runs over TLS
+    /// (`-proto_dist inet_tls`), loaded from `config.tls` at start.
+    pub tls: Option<crate::node::dist::tls::DistTls>,
 }
 
 impl Core {
@@ -112,6 +115,7 @@ impl Core {
             listen_port: Mutex::new(0),
             system: Mutex::new(None),
             services: Default::default(),
+            tls: None,
         }
     }
 

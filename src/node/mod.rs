@@ -95,6 +95,9 @@ pub struct NodeConfig {
     pub start_epmd: EpmdStart,
     /// How often the mesh keeper asks peers for their nodes.
     pub mesh_interval: Duration,
+    /// `-proto_dist inet_tls` with its `-ssl_dist_optfile` options: the
+    /// distribution runs over TLS; plain TCP when `None`.
+    pub tls: Option<dist::tls::TlsDistOptions>,
 }
 
 impl NodeConfig {
@@ -120,6 +123,7 @@ impl NodeConfig {
                 .map(EpmdStart::Command)
                 .unwrap_or(EpmdStart::Never),
             mesh_interval: Duration::from_secs(10),
+            tls: None,
         }
     }
 
@@ -154,6 +158,9 @@ pub enum NodeError {
     /// No EPMD and none could be started.
     #[error("no epmd answers on port {0} and none could be started")]
     NoEpmd(u16),
+    /// The TLS options name files that cannot be used.
+    #[error(transparent)]
+    Tls(#[from] dist::tls::TlsSetupError),
 }
 
 /// The node handle: cheap to clone, shared by every part of flack.
@@ -178,6 +185,13 @@ impl Node {
             let core = Arc::new(Core::new(Arc::from(pid::NO_NODE), 0, String::new(), config));
             return Ok(Node { core });
         };
+        // Certificates and keys first: a node that cannot speak TLS to its
+        // peers must not register with EPMD as if it could.
+        let tls = config
+            .tls
+            .as_ref()
+            .map(dist::tls::DistTls::load)
+            .transpose()?;
         let listener = listen(&config).await.map_err(NodeError::Listen)?;
         let port = listener.local_addr().map_err(NodeError::Listen)?.port();
         let epmd_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.epmd_port));
@@ -186,12 +200,14 @@ impl Node {
         }
         let registration =
             epmd::client::register(epmd_addr, &name.alive, port, config.hidden).await?;
-        let core = Arc::new(Core::new(
+        let mut core = Core::new(
             Arc::from(name.full().as_str()),
             registration.creation,
             config.cookie.clone(),
             config,
-        ));
+        );
+        core.tls = tls;
+        let core = Arc::new(core);
         *core.registration.lock() = Some(registration);
         *core.listen_port.lock() = port;
         let node = Node { core: core.clone() };
@@ -202,9 +218,10 @@ impl Node {
         services::mesh::start(&node, node.core.config.mesh_interval);
         tokio::spawn(dist::connection::accept_loop(core.clone(), listener));
         tracing::info!(
-            "node {} up on port {port} (creation {})",
+            "node {} up on port {port} (creation {}, distribution over {})",
             core.name,
-            core.creation
+            core.creation,
+            if core.tls.is_some() { "TLS" } else { "TCP" }
         );
         Ok(node)
     }

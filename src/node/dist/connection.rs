@@ -1,6 +1,13 @@
 //! One connection per peer: setting it up (our attempt, or the peer's) and
 //! running it (a reader task, a writer task, ticks).
 //!
+//! Over TLS (`-proto_dist inet_tls`) the TLS handshake comes first, on the
+//! TCP connection, bounded by the setup time as a whole (OTP gives
+//! `ssl:handshake` and `ssl:connect` `net_kernel:connecttime()`); a failed
+//! one is logged like a failed distribution handshake, within the same
+//! per-source budget. Everything after it (handshake, framing, limits,
+//! ticks) runs on the [`DistStream`] unchanged.
+//!
 //! Framing after the handshake: a `u32` length, then either nothing (a tick)
 //! or the pass-through tag 112, a control term and an optional payload term.
 //! We never offer the atom cache or fragments, so peers send nothing else. A
@@ -29,7 +36,7 @@ use std::time::Duration;
 use eetf::Term;
 use erl_dist::message::Message;
 use erl_dist::term::{Atom, FixInteger, PidOrAtom};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use super::flags;
 use super::handshake::{self, HandshakeError, Local, Status};
 use super::log_limit::{Verdict, shown};
+use super::transport::DistStream;
 use crate::node::core::{Core, SlotState};
 use crate::node::epmd::client;
 use crate::node::monitors::{Ref, Watched};
@@ -314,13 +322,27 @@ pub(crate) async fn connect(core: Arc<Core>, node: Arc<str>, id: u64, cancel: Ca
             .ok_or_else(|| format!("{alive} is not registered with epmd on {host}"))?;
         let addr = std::net::SocketAddr::new(epmd_addr.ip(), entry.port);
         let connecting = connect_from(core.config.listen_ip, addr);
-        let mut stream = tokio::time::timeout(core.config.setup_time, connecting)
+        let tcp = tokio::time::timeout(core.config.setup_time, connecting)
             .await
             .map_err(|_| "connect timeout".to_owned())?
             .map_err(|e| format!("connect {addr}: {e}"))?;
-        stream.set_nodelay(true).ok();
+        tcp.set_nodelay(true).ok();
+        let mut stream = match &core.tls {
+            None => DistStream::Tcp(tcp),
+            Some(tls) => {
+                let handshake = tls.connect(tcp, host, addr.ip());
+                let tls_stream = tokio::time::timeout(core.config.setup_time, handshake)
+                    .await
+                    .map_err(|_| format!("TLS handshake with {addr} timed out (no TLS answer: does the peer speak TLS?)"))?
+                    .map_err(|e| {
+                        format!("TLS handshake with {addr} failed: {e}{}", tls_hint(&e))
+                    })?;
+                DistStream::Tls(Box::new(tls_stream.into()))
+            }
+        };
         let v5 = entry.highest_version < 6;
-        match handshake::client(&mut stream, &local(&core), v5).await {
+        let framing = stream.framing();
+        match handshake::client_framed(&mut stream, &local(&core), v5, framing).await {
             Ok(peer) => Ok((stream, peer)),
             Err(HandshakeError::Refused(status)) if status == "nok" => Err("nok".to_owned()),
             Err(e) => Err(format!("handshake: {e}")),
@@ -359,7 +381,13 @@ pub(crate) async fn connect(core: Arc<Core>, node: Arc<str>, id: u64, cancel: Ca
             }
         }
         Err(reason) => {
-            tracing::info!("cannot connect to {node}: {reason}");
+            // A peer that is down is routine; one that refuses our
+            // certificate, or whose certificate we refuse, needs an operator.
+            if reason.starts_with("TLS handshake") {
+                tracing::warn!("cannot connect to {node}: {reason}");
+            } else {
+                tracing::info!("cannot connect to {node}: {reason}");
+            }
             core.connection_lost(&node, id, &reason);
         }
     }
@@ -422,9 +450,76 @@ fn log_failure(core: &Core, source: IpAddr, line: std::fmt::Arguments<'_>, error
     }
 }
 
-async fn accept_one(core: Arc<Core>, mut stream: TcpStream, source: IpAddr) {
+/// What a failed TLS handshake most likely means, when its error alone
+/// does not say: a peer that speaks plain TCP distribution.
+fn tls_hint(error: &std::io::Error) -> &'static str {
+    let not_tls = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            )
+        });
+    if not_tls {
+        " (the peer does not speak TLS: is it started with -proto_dist inet_tls?)"
+    } else if matches!(
+        error.kind(),
+        std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+    ) {
+        // A plain TCP peer reads our hello as a name message it cannot
+        // make sense of and closes, with or without the bytes read.
+        " (the peer closed the connection without a TLS alert: does it speak TLS?)"
+    } else {
+        ""
+    }
+}
+
+/// The TLS handshake on an accepted connection, when the distribution runs
+/// over TLS; `None` (logged) when it fails or stalls past the setup time.
+async fn accept_transport(core: &Core, tcp: TcpStream, source: IpAddr) -> Option<DistStream> {
+    let Some(tls) = &core.tls else {
+        return Some(DistStream::Tcp(tcp));
+    };
+    match tokio::time::timeout(core.config.setup_time, tls.accept(tcp)).await {
+        Ok(Ok(stream)) => Some(DistStream::Tls(Box::new(stream.into()))),
+        Ok(Err(e)) => {
+            log_failure(
+                core,
+                source,
+                format_args!(
+                    "refused a TLS distribution connection from {source}: {e}{}",
+                    tls_hint(&e)
+                ),
+                false,
+            );
+            None
+        }
+        Err(_) => {
+            log_failure(
+                core,
+                source,
+                format_args!(
+                    "refused a TLS distribution connection from {source}: no TLS handshake within {:?}",
+                    core.config.setup_time
+                ),
+                false,
+            );
+            None
+        }
+    }
+}
+
+async fn accept_one(core: Arc<Core>, tcp: TcpStream, source: IpAddr) {
+    let Some(mut stream) = accept_transport(&core, tcp, source).await else {
+        return;
+    };
     let me = local(&core);
-    let hello = match handshake::server_recv_name(&mut stream, &me).await {
+    let framing = stream.framing();
+    let hello = match handshake::server_recv_name_framed(&mut stream, &me, framing).await {
         Ok(h) => h,
         Err(e) => {
             log_failure(
@@ -562,14 +657,46 @@ async fn accept_one(core: Arc<Core>, mut stream: TcpStream, source: IpAddr) {
 }
 
 /// A handshake succeeded: claim the slot and run the connection.
-fn start(core: Arc<Core>, node: Arc<str>, id: u64, stream: TcpStream, peer_flags: u64) {
+fn start(core: Arc<Core>, node: Arc<str>, id: u64, stream: DistStream, peer_flags: u64) {
     let negotiated = flags::negotiated(flags::offered(!core.config.hidden), peer_flags)
         | (peer_flags & flags::PUBLISHED);
     let cancel = core.shutdown.child_token();
     let Some(rx) = core.claim(&node, id, negotiated, cancel.clone()) else {
         return;
     };
-    let (read_half, write_half) = stream.into_split();
+    match stream {
+        // TCP splits into owned halves without a lock between them.
+        DistStream::Tcp(tcp) => {
+            let (read_half, write_half) = tcp.into_split();
+            run(
+                core, node, id, negotiated, rx, cancel, read_half, write_half,
+            );
+        }
+        DistStream::Tls(tls) => {
+            let (read_half, write_half) = tokio::io::split(*tls);
+            run(
+                core, node, id, negotiated, rx, cancel, read_half, write_half,
+            );
+        }
+    }
+}
+
+/// Runs a connection that has been claimed: a reader task and a writer
+/// task over the two halves of its stream.
+#[allow(clippy::too_many_arguments)]
+fn run<R, W>(
+    core: Arc<Core>,
+    node: Arc<str>,
+    id: u64,
+    negotiated: u64,
+    rx: mpsc::Receiver<Outgoing>,
+    cancel: CancellationToken,
+    read_half: R,
+    write_half: W,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let reads = Arc::new(AtomicU64::new(0));
     let reader_core = core.clone();
     let reader_node = node.clone();
@@ -664,12 +791,12 @@ async fn room_for_answers(
     }
 }
 
-async fn read_loop(
+async fn read_loop<R: AsyncRead + Unpin>(
     core: &Arc<Core>,
     node: &Arc<str>,
     id: u64,
     negotiated: u64,
-    read_half: tokio::net::tcp::OwnedReadHalf,
+    read_half: R,
     reads: &AtomicU64,
 ) -> Result<(), ConnectionError> {
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
@@ -725,10 +852,10 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(
+async fn write_loop<W: AsyncWrite + Unpin>(
     core: &Arc<Core>,
     negotiated: u64,
-    write_half: tokio::net::tcp::OwnedWriteHalf,
+    write_half: W,
     mut rx: mpsc::Receiver<Outgoing>,
     reads: &AtomicU64,
     cancel: &CancellationToken,
@@ -760,6 +887,9 @@ async fn write_loop(
                 }
                 if !wrote {
                     writer.write_all(&[0, 0, 0, 0]).await?;
+                    // TLS holds written bytes in its record buffer until
+                    // flushed; on TCP this does nothing.
+                    writer.flush().await?;
                 }
                 wrote = false;
             }
@@ -774,6 +904,7 @@ async fn write_loop(
                     }
                 }
                 writer.write_all(&out).await?;
+                writer.flush().await?;
                 wrote = true;
                 if out.capacity() > 4 << 20 {
                     out = Vec::with_capacity(64 * 1024);

@@ -4,7 +4,8 @@
 //! `ClientSideHandshake`, which only sends the version 6 `'N'` name (an OTP 20
 //! peer, like the original flack release, needs `'n'`), never flushes its
 //! `alive` answer, and never sends the complement. The message layouts follow
-//! `dist_util.erl`; every message is a `u16` length and a tag.
+//! `dist_util.erl`; every message is a length and a tag: a `u16` length on
+//! TCP, a `u32` inside TLS ([`Framing`]).
 //!
 //! The pieces: [`encode`]/[`decode`] turn messages into bytes and back (pure,
 //! tested without sockets); [`client`] and the two server steps
@@ -36,6 +37,18 @@ pub const MAX_NODE_NAME: usize = 255;
 /// Largest handshake message accepted (length prefix excluded): a version 6
 /// name or challenge with a [`MAX_NODE_NAME`] name is 274 bytes.
 pub const MAX_MESSAGE: usize = 512;
+
+/// The length prefix of handshake messages: `inet_tcp_dist` opens its
+/// socket with `{packet, 2}` for the handshake, `inet_tls_dist` with
+/// `{packet, 4}` from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// A `u16` length (plain TCP).
+    #[default]
+    Tcp,
+    /// A `u32` length (TLS).
+    Tls,
+}
 
 /// Handshake messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,6 +381,9 @@ pub struct Hello {
     pub creation: Option<u32>,
     /// Whether it sent the version 6 name.
     pub v6: bool,
+    /// The length prefix the connection uses, for the rest of the
+    /// handshake.
+    pub framing: Framing,
 }
 
 /// The status a server answers after the name message.
@@ -412,9 +428,13 @@ async fn read_msg<S: AsyncRead + Unpin>(
     s: &mut S,
     expect: Expect,
     t: Duration,
+    framing: Framing,
 ) -> Result<Msg, HandshakeError> {
     let body = tokio::time::timeout(t, async {
-        let len = usize::from(s.read_u16().await?);
+        let len = match framing {
+            Framing::Tcp => usize::from(s.read_u16().await?),
+            Framing::Tls => usize::try_from(s.read_u32().await?).unwrap_or(usize::MAX),
+        };
         if len > MAX_MESSAGE {
             return Err(HandshakeError::TooLong(len, expect));
         }
@@ -435,8 +455,13 @@ async fn write_msg<S: AsyncWrite + Unpin>(
     s: &mut S,
     msg: &Msg,
     t: Duration,
+    framing: Framing,
 ) -> Result<(), HandshakeError> {
-    let bytes = encode(msg);
+    let mut bytes = encode(msg);
+    if framing == Framing::Tls {
+        // The same body behind a u32 length: two more zero bytes in front.
+        bytes.splice(0..0, [0, 0]);
+    }
     tokio::time::timeout(t, async {
         s.write_all(&bytes).await?;
         s.flush().await
@@ -446,9 +471,22 @@ async fn write_msg<S: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Runs the client side: we connected to the peer. `v5` sends the old name
-/// message (for peers whose EPMD entry says version 5).
+/// Runs the client side over plain TCP: we connected to the peer. `v5`
+/// sends the old name message (for peers whose EPMD entry says version 5).
 pub async fn client<S>(s: &mut S, local: &Local, v5: bool) -> Result<PeerInfo, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    client_framed(s, local, v5, Framing::Tcp).await
+}
+
+/// [`client`] with the length prefix of the connection's kind.
+pub async fn client_framed<S>(
+    s: &mut S,
+    local: &Local,
+    v5: bool,
+    framing: Framing,
+) -> Result<PeerInfo, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -465,8 +503,8 @@ where
             name: local.name.clone(),
         }
     };
-    write_msg(s, &name, t).await?;
-    let Msg::Status(status) = read_msg(s, Expect::Status, t).await? else {
+    write_msg(s, &name, t, framing).await?;
+    let Msg::Status(status) = read_msg(s, Expect::Status, t, framing).await? else {
         return Err(HandshakeError::Malformed(Expect::Status));
     };
     match status.as_str() {
@@ -474,11 +512,11 @@ where
         "alive" => {
             // We only connect when we hold no connection to the peer, so the
             // one it remembers is stale: tell it to drop that one.
-            write_msg(s, &Msg::Status("true".into()), t).await?;
+            write_msg(s, &Msg::Status("true".into()), t, framing).await?;
         }
         other => return Err(HandshakeError::Refused(other.to_owned())),
     }
-    let (peer, their_challenge) = match read_msg(s, Expect::Challenge, t).await? {
+    let (peer, their_challenge) = match read_msg(s, Expect::Challenge, t, framing).await? {
         Msg::ChallengeV6 {
             flags,
             challenge,
@@ -491,7 +529,7 @@ where
                     flags_high: (local.flags >> 32) as u32,
                     creation: local.creation,
                 };
-                write_msg(s, &complement, t).await?;
+                write_msg(s, &complement, t, framing).await?;
             }
             (
                 PeerInfo {
@@ -528,8 +566,8 @@ where
         challenge: ours,
         digest: digest(their_challenge, &local.cookie),
     };
-    write_msg(s, &reply, t).await?;
-    let Msg::Ack { digest: got } = read_msg(s, Expect::Ack, t).await? else {
+    write_msg(s, &reply, t, framing).await?;
+    let Msg::Ack { digest: got } = read_msg(s, Expect::Ack, t, framing).await? else {
         return Err(HandshakeError::Malformed(Expect::Ack));
     };
     if got != digest(ours, &local.cookie) {
@@ -538,17 +576,31 @@ where
     Ok(peer)
 }
 
-/// First server step: read the connecting node's name.
+/// First server step over plain TCP: read the connecting node's name.
 pub async fn server_recv_name<S>(s: &mut S, local: &Local) -> Result<Hello, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let hello = match read_msg(s, Expect::Name, local.step_timeout).await? {
+    server_recv_name_framed(s, local, Framing::Tcp).await
+}
+
+/// [`server_recv_name`] with the length prefix of the connection's kind;
+/// [`server_finish`] goes on with the same one.
+pub async fn server_recv_name_framed<S>(
+    s: &mut S,
+    local: &Local,
+    framing: Framing,
+) -> Result<Hello, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let hello = match read_msg(s, Expect::Name, local.step_timeout, framing).await? {
         Msg::NameV5 { flags, name } => Hello {
             name,
             flags: flags::expand(flags),
             creation: None,
             v6: false,
+            framing,
         },
         Msg::NameV6 {
             flags,
@@ -559,6 +611,7 @@ where
             flags: flags::expand(flags),
             creation: Some(creation),
             v6: true,
+            framing,
         },
         _ => return Err(HandshakeError::Malformed(Expect::Name)),
     };
@@ -571,6 +624,7 @@ where
             s,
             &Msg::Status(Status::NotAllowed.text().into()),
             local.step_timeout,
+            framing,
         )
         .await?;
         return Err(HandshakeError::DynamicName);
@@ -582,6 +636,7 @@ where
             s,
             &Msg::Status(Status::NotAllowed.text().into()),
             local.step_timeout,
+            framing,
         )
         .await?;
         return Err(HandshakeError::MissingFlags(missing));
@@ -624,12 +679,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let t = local.step_timeout;
-    write_msg(s, &Msg::Status(status.text().into()), t).await?;
+    let framing = hello.framing;
+    write_msg(s, &Msg::Status(status.text().into()), t, framing).await?;
     match status {
         Status::Ok | Status::OkSimultaneous => {}
         Status::Nok => return Err(HandshakeError::NotWanted("simultaneous connect, ours wins")),
         Status::NotAllowed => return Err(HandshakeError::NotWanted("not allowed")),
-        Status::Alive => match read_msg(s, Expect::AliveAnswer, t).await? {
+        Status::Alive => match read_msg(s, Expect::AliveAnswer, t, framing).await? {
             Msg::Status(answer) if answer == "true" => {}
             _ => return Err(HandshakeError::NotWanted("peer keeps its old connection")),
         },
@@ -650,7 +706,7 @@ where
             name: local.name.clone(),
         }
     };
-    write_msg(s, &challenge, t).await?;
+    write_msg(s, &challenge, t, framing).await?;
     let mut peer = PeerInfo {
         name: hello.name,
         flags: hello.flags,
@@ -661,7 +717,7 @@ where
     } else {
         Expect::Reply
     };
-    let mut msg = read_msg(s, expect, t).await?;
+    let mut msg = read_msg(s, expect, t, framing).await?;
     if let Msg::Complement {
         flags_high,
         creation,
@@ -669,7 +725,7 @@ where
     {
         peer.flags = flags::expand(peer.flags | (u64::from(flags_high) << 32));
         peer.creation = creation;
-        msg = read_msg(s, Expect::Reply, t).await?;
+        msg = read_msg(s, Expect::Reply, t, framing).await?;
     }
     let Msg::Reply {
         challenge: theirs,
@@ -688,6 +744,7 @@ where
             digest: digest(theirs, &local.cookie),
         },
         t,
+        framing,
     )
     .await?;
     Ok(peer)
