@@ -62,10 +62,13 @@ fn tarball() -> &'static Path {
     })
 }
 
-/// An extracted release. Dropping it kills a node the test left running and
-/// removes the directory.
+/// An extracted release. Dropping it kills a node the test left running
+/// (and the EPMD daemon its node started) and removes the directory.
 struct Release {
     root: PathBuf,
+    /// A private EPMD port: the daemon a named node starts (as `erl` starts
+    /// `epmd -daemon`) is this release's own, and is ended with it.
+    epmd_port: u16,
 }
 
 impl Release {
@@ -80,7 +83,11 @@ impl Release {
             .status()
             .expect("tar runs");
         assert!(status.success(), "tar failed");
-        Self { root }
+        let epmd_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        Self { root, epmd_port }
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -100,6 +107,7 @@ impl Release {
         Command::new(self.root.join("bin/flack"))
             .args(args)
             .env("FLACK_START_TIMEOUT", "30")
+            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
             .output()
             .expect("bin/flack runs")
     }
@@ -168,8 +176,30 @@ impl Drop for Release {
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
+        // The EPMD daemon outlives the node, as epmd does; it runs this
+        // release's binary.
+        for pid in processes_running_from(&self.root) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// The processes whose executable lies under `root`.
+fn processes_running_from(root: &std::path::Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let exe = std::fs::read_link(entry.path().join("exe")).ok()?;
+            exe.starts_with(root).then_some(pid)
+        })
+        .collect()
 }
 
 /// Whether process `pid` exists and is not a zombie.
@@ -201,7 +231,9 @@ fn two_node_cluster() -> (Release, Release, String) {
         release.edit("sys.config", "{gproc_dist, all}", &candidates);
         release
     });
-    let [first, second] = nodes;
+    let [first, mut second] = nodes;
+    // One EPMD for both, as on a host: the first node to start runs it.
+    second.epmd_port = first.epmd_port;
     (first, second, host)
 }
 

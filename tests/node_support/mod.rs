@@ -40,16 +40,32 @@ macro_rules! require_erl {
 pub fn compat_ebin() -> PathBuf {
     static EBIN: OnceLock<PathBuf> = OnceLock::new();
     EBIN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("flack-compat-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        use std::hash::{Hash, Hasher};
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("erlang-compat/flack_compat.erl");
+        let text = std::fs::read(&src).expect("erlang-compat/flack_compat.erl");
+        // One directory per version of the source, shared by every test
+        // process (a directory per process left one behind per run).
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut hasher);
+        let dir = std::env::temp_dir().join(format!("flack-compat-{:016x}", hasher.finish()));
+        if dir.join("flack_compat.beam").exists() {
+            return dir;
+        }
+        // Compiled aside, then renamed into place whole: concurrent test
+        // processes never see a half-written beam.
+        let aside = std::env::temp_dir().join(format!("flack-compat-build-{}", std::process::id()));
+        std::fs::create_dir_all(&aside).expect("temp dir");
         let status = Command::new("erlc")
             .arg("-o")
-            .arg(&dir)
+            .arg(&aside)
             .arg(&src)
             .status()
             .expect("erlc runs");
         assert!(status.success(), "erlc failed on {}", src.display());
+        if std::fs::rename(&aside, &dir).is_err() {
+            // Another process got there first with the same source.
+            let _ = std::fs::remove_dir_all(&aside);
+        }
         dir
     })
     .clone()
