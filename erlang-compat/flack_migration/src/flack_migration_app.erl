@@ -29,8 +29,8 @@ prep_stop(State) ->
     case flack_migration_code:restore() of
         ok -> ok;
         {error, Reason} ->
-            logger:error("flack_migration: the original chat_stream could not be put back: ~p",
-                         [Reason])
+            error_logger:error_msg("flack_migration: the original chat_stream could not be "
+                                   "put back: ~p~n", [Reason])
     end,
     State.
 

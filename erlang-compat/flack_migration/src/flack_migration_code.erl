@@ -71,9 +71,9 @@ restore() ->
                             case soft_purge(?MODULE_NAME, ?PURGE_DEADLINE_MS) of
                                 true -> ok;
                                 false ->
-                                    logger:warning("flack_migration: a process still runs our "
-                                                   "chat_stream; it finishes with the original's "
-                                                   "numbering (42)"),
+                                    error_logger:warning_msg(
+                                      "flack_migration: a process still runs our chat_stream; "
+                                      "it finishes with the original's numbering (42)~n"),
                                     ok
                             end;
                         {error, Reason} ->

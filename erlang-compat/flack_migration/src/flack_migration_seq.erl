@@ -40,7 +40,8 @@ next(Chat) ->
 
 next(Chat, 0) ->
     N = ets:update_counter(?LAST, Chat, 1, {Chat, 0}),
-    logger:warning("flack_migration: no sequence from the cluster for ~p; using ~p", [Chat, N]),
+    error_logger:warning_msg("flack_migration: no sequence from the cluster for ~p; "
+                             "using ~p~n", [Chat, N]),
     N;
 next(Chat, Tries) ->
     Key = key(Chat),

@@ -8,31 +8,54 @@
 %% lost node, sent to each local member, numbered like any other event
 %% (flack_migration_seq).
 %%
-%% It must read who was on the lost node before the leader's purge reaches
-%% this node's replica of the registry. So it watches each connected node
-%% with erlang:monitor_node/2, whose {nodedown, Node} the runtime sends as
-%% the connection goes down (gen_leader hears of it through a monitor
-%% process and a message of its own, and only then purges), runs at high
-%% priority, and reads the replica in one ets:select before doing anything
-%% else. Numbering and sending (leader calls, which wait for an election
-%% when the lost node led) happen afterwards in a process of their own.
+%% Who was on the lost node has to be known after the fact, when the purge
+%% may already have removed it from this node's replica of the registry
+%% (on the leader's own node it often has: gen_leader purges as soon as it
+%% hears of the loss). So this process keeps its own view:
 %%
-%% Each member is announced once per loss of its node: only what is still
-%% registered is announced, so a member whose session left (and removed its
-%% membership) before the node went down is not announced again.
+%%  - every `refresh_ms` (1000) it reads the remote members of the chats
+%%    that have members here (user id and chats, by pid) from the replica,
+%%    and monitors each such process;
+%%  - a monitored process that ends while its node is still connected
+%%    (`DOWN` with any reason but `noconnection`) is dropped from the view;
+%%    if it was still registered in chats (it did not leave them: the
+%%    original's sessions are killed without a goodbye when their node is
+%%    stopped cleanly), this node's members of those chats are told it
+%%    left; a session that left its chats removed itself first and is not
+%%    announced again;
+%%  - when a node's connection goes down ({nodedown, Node} of
+%%    erlang:monitor_node/2, sent by the runtime as the connection goes),
+%%    the replica is read at once (this process runs at high priority):
+%%    for a lost process the replica still lists, its entries are used, for
+%%    one the purge already removed, the view's. Numbering and sending
+%%    (leader calls, which wait for an election when the lost node led)
+%%    happen afterwards in a process of their own.
+%%
+%% Each member is announced once. What this cannot know: a member that
+%% joined a chat less than refresh_ms before its node was lost AND whose
+%% entries the purge removed before this process read them is not
+%% announced; one that left a chat (staying connected) in that same window
+%% may be announced in it again; and on a node that does not lead, a
+%% session that left its chats and ended at once could be announced again
+%% if the leader's news of its leaving arrived after the news of its end
+%% (they travel different connections; not seen in the tests).
 -module(flack_migration_watch).
 -behaviour(gen_server).
 
--export([start_link/0, lost_members/2, plan/1]).
+-export([start_link/0, lost_members/2, plan/1, merge/3, remote_members/1, still_registered/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
 
+%% watched: connected nodes under monitor_node/2.
+%% view: remote member pid => {UserId, [Chat], MonitorRef}.
 init([]) ->
     process_flag(priority, high),
     ok = net_kernel:monitor_nodes(true, [{node_type, visible}]),
-    {ok, lists:foldl(fun watch/2, #{}, nodes())}.
+    State = #{watched => lists:foldl(fun watch/2, #{}, nodes()), view => #{}},
+    self() ! refresh,
+    {ok, State}.
 
 %% One monitor per connected node (a second would mean a second `left`).
 watch(Node, Watched) ->
@@ -50,29 +73,111 @@ handle_cast(_Request, State) ->
     {noreply, State}.
 
 %% From monitor_node/2: the connection is gone. Read first, then act.
-handle_info({nodedown, Node}, Watched) ->
-    Lost = lost_members(gproc, Node),
+handle_info({nodedown, Node}, #{watched := Watched, view := View} = State) ->
+    Lost = merge(lost_members(gproc, Node), Node, View),
     case plan(Lost) of
         [] -> ok;
-        Plan -> spawn(fun() -> announce(Plan) end)
+        Plan ->
+            error_logger:info_msg("flack_migration: ~p is gone; telling this node's "
+                                  "members who of its users left: ~p~n", [Node, Plan]),
+            spawn(fun() -> announce(Plan) end)
     end,
-    {noreply, maps:remove(Node, Watched)};
+    Kept = maps:filter(fun(Pid, {_, _, Ref}) ->
+                               node(Pid) =/= Node orelse not demonitor(Ref, [flush])
+                       end, View),
+    {noreply, State#{watched := maps:remove(Node, Watched), view := Kept}};
 %% From net_kernel (3-tuples): a node connected; watch it.
-handle_info({nodeup, Node, _Info}, Watched) ->
-    {noreply, watch(Node, Watched)};
+handle_info({nodeup, Node, _Info}, #{watched := Watched} = State) ->
+    {noreply, State#{watched := watch(Node, Watched)}};
 handle_info({nodedown, _Node, _Info}, State) ->
     {noreply, State};
+%% noconnection: its node is being lost; {nodedown, _} decides.
+handle_info({'DOWN', _Ref, process, _Pid, noconnection}, State) ->
+    {noreply, State};
+%% A member's process ended while its node was connected. A session that
+%% left its chats (goodbye, close) removed its memberships before it
+%% ended; one that was killed (its node stopped cleanly: the original's
+%% sessions are shut down without leaving) is still registered in them
+%% until gproc cleans up after it, and nobody told its chats.
+handle_info({'DOWN', _Ref, process, Pid, _Reason}, #{view := View} = State) ->
+    case still_registered(gproc, Pid) of
+        {UserId, [_ | _] = Chats} when UserId =/= undefined ->
+            spawn(fun() -> announce([{Chat, [UserId]} || Chat <- Chats]) end);
+        {undefined, [_ | _] = Chats} ->
+            case maps:find(Pid, View) of
+                {ok, {UserId, _, _}} when UserId =/= undefined ->
+                    spawn(fun() -> announce([{Chat, [UserId]} || Chat <- Chats]) end);
+                _ -> ok
+            end;
+        _ ->
+            ok
+    end,
+    {noreply, State#{view := maps:remove(Pid, View)}};
+handle_info(refresh, #{view := View} = State) ->
+    erlang:send_after(application:get_env(flack_migration, refresh_ms, 1000), self(), refresh),
+    {noreply, State#{view := refresh(View)}};
 handle_info(_Message, State) ->
     {noreply, State}.
 
 terminate(_Reason, _State) ->
     ok.
 
+%% The view again from the replica: remote members (on connected nodes) of
+%% chats with members here, each monitored once.
+refresh(View) ->
+    Connected = maps:from_list([{N, true} || N <- nodes()]),
+    Now = maps:filter(fun(Pid, _) -> maps:is_key(node(Pid), Connected) end,
+                      remote_members(gproc)),
+    Gone = maps:without(maps:keys(Now), View),
+    [demonitor(Ref, [flush]) || {_, _, Ref} <- maps:values(Gone)],
+    maps:map(fun(Pid, {UserId, Chats}) ->
+                     Ref = case View of
+                               #{Pid := {_, _, Known}} -> Known;
+                               _ -> erlang:monitor(process, Pid)
+                           end,
+                     {UserId, Chats, Ref}
+             end, Now).
+
+%% Remote processes that are members of chats with a member on this node:
+%% #{Pid => {UserId, [Chat]}} (UserId undefined when the process has no
+%% user registration).
+-spec remote_members(ets:tab()) -> #{pid() => {term(), [binary()]}}.
+remote_members(Table) ->
+    Me = node(),
+    Rows = ets:select(Table,
+                      [{{{{p, g, '$1'}, '$2'}, '_', '_'}, [{is_binary, '$1'}, {is_pid, '$2'}],
+                        [{{member, '$1', '$2'}}]},
+                       {{{'$2', {n, g, '$2'}}, '$3'}, [{is_pid, '$2'}, {'=/=', {node, '$2'}, Me}],
+                        [{{user, '$2', '$3'}}]}]),
+    Here = maps:from_list([{Chat, true} || {member, Chat, Pid} <- Rows, node(Pid) =:= Me]),
+    Users = maps:from_list([{Pid, user_id(Opts)} || {user, Pid, Opts} <- Rows]),
+    lists:foldl(fun({member, Chat, Pid}, Acc) when node(Pid) =/= Me ->
+                        case maps:is_key(Chat, Here) of
+                            false -> Acc;
+                            true ->
+                                {UserId, Chats} = maps:get(Pid, Acc, {maps:get(Pid, Users, undefined), []}),
+                                Acc#{Pid => {UserId, [Chat | Chats]}}
+                        end;
+                   (_, Acc) -> Acc
+                end, #{}, Rows).
+
+%% The user id and the chats Pid is registered with in the replica Table
+%% (its reverse entries {{Pid, Key}, Opts}: a lookup by pid).
+-spec still_registered(ets:tab(), pid()) -> {term(), [binary()]}.
+still_registered(Table, Pid) ->
+    Rows = ets:select(Table, [{{{Pid, {p, g, '$1'}}, '_'}, [{is_binary, '$1'}], [{{chat, '$1'}}]},
+                              {{{Pid, {n, g, Pid}}, '$1'}, [], [{{user, '$1'}}]}]),
+    UserId = case [Opts || {user, Opts} <- Rows] of
+                 [Opts | _] -> user_id(Opts);
+                 [] -> undefined
+             end,
+    {UserId, [Chat || {chat, Chat} <- Rows]}.
+
 %% What the registry replica Table says about Node's processes, in one
 %% pass: {member, Chat, Pid} for each chat membership (a {p,g,Chat} with a
-%% binary Chat: other properties are not chats), {user, Pid, UserId}
-%% for each user registration, {counter, Chat, Value} for each sequence
-%% counter Node's processes own.
+%% binary Chat: other properties are not chats), {user, Pid, Opts} for each
+%% user registration, {counter, Chat, Value} for each sequence counter
+%% Node's processes own.
 -spec lost_members(ets:tab(), node()) -> [tuple()].
 lost_members(Table, Node) ->
     OnNode = fun(Var) -> [{'==', {node, Var}, Node}] end,
@@ -83,6 +188,25 @@ lost_members(Table, Node) ->
                  [{{user, '$2', '$3'}}]},
                 {{{{c, g, {flack_seq, '$1'}}, '$2'}, '_', '$3'}, [{is_pid, '$2'} | OnNode('$2')],
                  [{{counter, '$1', '$3'}}]}]).
+
+%% The lost node's members: what the replica still says about a process,
+%% and what the view last said where the purge already removed it from
+%% the replica (its user registration, or all of its memberships). Same
+%% shape as lost_members/2.
+-spec merge([tuple()], node(), map()) -> [tuple()].
+merge(Lost, Node, View) ->
+    WithMembers = maps:from_list([{Pid, true} || {member, _, Pid} <- Lost]),
+    WithUser = maps:from_list([{Pid, true} || {user, Pid, _} <- Lost]),
+    Extra = maps:fold(
+              fun(Pid, {UserId, Chats, _}, Acc) when node(Pid) =:= Node ->
+                      User = [{user, Pid, [{attrs, [{user_id, UserId}]}]}
+                              || not maps:is_key(Pid, WithUser)],
+                      Members = [{member, Chat, Pid} || not maps:is_key(Pid, WithMembers),
+                                                        Chat <- Chats],
+                      User ++ Members ++ Acc;
+                 (_, _, Acc) -> Acc
+              end, [], View),
+    Lost ++ Extra.
 
 %% Who hears what: for each chat with a member on the lost node, the
 %% lost members' user ids ({Chat, [UserId]}, one per lost member). Chats are kept

@@ -142,4 +142,32 @@ lost_members() ->
                         {<<"r2">>, [<<"a-id">>]}]),
     [<<"a-id">>, <<"b-id">>] = lists:sort(proplists:get_value(<<"r1">>, Chats)),
     [] = flack_migration_watch:plan([{member, <<"r3">>, C}]),
+    %% The view kept between refreshes: remote members of the chats that
+    %% have a member here (r1 only), with their user ids.
+    Remote = flack_migration_watch:remote_members(T),
+    [A, B, Other] = lists:sort(maps:keys(Remote)),
+    {<<"a-id">>, [<<"r1">>]} = maps:get(A, Remote),
+    {<<"b-id">>, [<<"r1">>]} = maps:get(B, Remote),
+    {<<"o-id">>, [<<"r1">>]} = maps:get(Other, Remote),
+    View = maps:map(fun(_, {Id, In}) -> {Id, In, make_ref()} end,
+                    Remote#{A => {<<"a-id">>, [<<"r1">>, <<"r9">>]}}),
+    %% The purge came first: nothing of the dead node is left in the
+    %% replica, so the view says who was there.
+    Purged = flack_migration_watch:merge([], Dead, View),
+    [{<<"r1">>, R1}, {<<"r9">>, [<<"a-id">>]}] = flack_migration_watch:plan(Purged),
+    [<<"a-id">>, <<"b-id">>] = lists:sort(R1),
+    %% The replica still lists them: its entries win over the view's
+    %% (A's r9 is gone from the replica, so nobody hears of it).
+    Listed = flack_migration_watch:merge(Lost, Dead, View),
+    Plan = flack_migration_watch:plan(Listed),
+    %% Half purged: B's user entry is gone, its membership is not.
+    Half = [E || E <- Lost, E =/= {user, B, Attrs(<<"bob">>, <<"b-id">>)}],
+    Plan = flack_migration_watch:plan(flack_migration_watch:merge(Half, Dead, View)),
+    %% A process's own registrations, by its reverse entries.
+    {<<"a-id">>, AChats} = flack_migration_watch:still_registered(T, A),
+    [<<"r1">>, <<"r2">>] = lists:sort(AChats),
+    {undefined, [<<"r3">>]} = flack_migration_watch:still_registered(T, C),
+    {undefined, []} = flack_migration_watch:still_registered(T, remote_pid(Dead, 99)),
+    %% Other nodes' members are never taken from the view.
+    [] = flack_migration_watch:plan(flack_migration_watch:merge([], 'never@host', View)),
     ok.
