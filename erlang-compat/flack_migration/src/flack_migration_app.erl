@@ -9,6 +9,12 @@
 -export([start/2, prep_stop/1, stop/1]).
 
 start(_Type, _Args) ->
+    case whereis(gproc_dist) of
+        undefined -> {error, {not_in_a_cluster, "gproc_dist is not running on this node"}};
+        _ -> start_in_cluster()
+    end.
+
+start_in_cluster() ->
     case flack_migration_sup:start_link() of
         {ok, Sup} ->
             case replacement() of
