@@ -334,23 +334,40 @@ fn assert_connected(users: &[&User]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn original_nodes_with_flack_migration_share_the_rust_numbering_and_announce_lost_members() {
+async fn original_nodes_with_flack_migration_under_an_original_leader() {
     if skip_original() {
         return;
     }
-    let mut cluster = Cluster::start(&[Kind::Original, Kind::Original, Kind::Rust]).await;
+    // alice's node leads: it purges the lost node's users itself.
+    migration_scenario([Kind::Original, Kind::Original, Kind::Rust], [0, 1, 2]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn original_nodes_with_flack_migration_under_a_rust_leader() {
+    if skip_original() {
+        return;
+    }
+    migration_scenario([Kind::Rust, Kind::Original, Kind::Original], [2, 1, 0]).await;
+}
+
+/// The live scenario on a cluster of `kinds` (node 0 leads): alice on
+/// original node `at[0]`, carol and dave on original node `at[1]` (killed
+/// later), bob on the Rust node `at[2]`.
+async fn migration_scenario(kinds: [Kind; 3], at: [usize; 3]) {
+    let [erlang_a, erlang_b, rust] = at;
+    let mut cluster = Cluster::start(&kinds).await;
     let (leader, _) = cluster.settled(Duration::from_secs(60)).await;
-    assert_eq!(leader, cluster.names[0], "the first original node leads");
+    assert_eq!(leader, cluster.names[0], "the first node leads");
     let ctl = format!("{}@127.0.0.1", unique("ctl"));
     let epmd = cluster.epmd.port;
     let every = Duration::from_millis(40);
     let room = "migration";
     let webs: Vec<std::net::SocketAddr> = cluster.slots.iter().map(|slot| slot.web).collect();
     let web = |i: usize| webs[i];
-    let alice = User::join(web(0), 0, "alice", room, every).await;
-    let carol = User::join(web(1), 1, "carol", room, every).await;
-    let dave = User::join(web(1), 1, "dave", room, every).await;
-    let bob = User::join(web(2), 2, "bob", room, every).await;
+    let alice = User::join(web(erlang_a), erlang_a, "alice", room, every).await;
+    let carol = User::join(web(erlang_b), erlang_b, "carol", room, every).await;
+    let dave = User::join(web(erlang_b), erlang_b, "dave", room, every).await;
+    let bob = User::join(web(rust), rust, "bob", room, every).await;
     let everyone = [&alice, &carol, &dave, &bob];
 
     // Before: the original numbers everything its nodes send 42.
@@ -373,7 +390,7 @@ async fn original_nodes_with_flack_migration_share_the_rust_numbering_and_announ
         poster.post(true);
     }
     let names = cluster.names.clone();
-    let nodes = [names[0].as_str(), names[1].as_str()];
+    let nodes = [names[erlang_a].as_str(), names[erlang_b].as_str()];
     let (ok, text) = flack_migration("load", &nodes, &ctl, epmd).await;
     assert!(ok, "load: {text}");
     assert_eq!(
@@ -450,9 +467,35 @@ async fn original_nodes_with_flack_migration_share_the_rust_numbering_and_announ
     }
     assert!(!sequence_of.values().all(|s| *s == 42));
 
+    // A new chat opened on an original node: flack_migration registers its
+    // counter, and the Rust node numbers from it too.
+    let mut gil = support::Client::login(web(erlang_a), "gil").await;
+    let mut hal = support::Client::login(web(rust), "hal").await;
+    let (_, gil_joined) = gil.join("fresh").await;
+    assert_eq!(gil_joined["sequence"], 1, "a new chat starts at 1");
+    let (_, hal_joined) = hal.join("fresh").await;
+    assert_eq!(hal_joined["sequence"], 2);
+    assert_eq!(gil.expect("joined").await["sequence"], 2);
+    for (turn, expected) in [(0, 3), (1, 4), (0, 5)] {
+        let text = format!("turn {expected}");
+        if turn == 0 {
+            gil.post("fresh", &text).await;
+        } else {
+            hal.post("fresh", &text).await;
+        }
+        for client in [&mut gil, &mut hal] {
+            let message = client.expect("chat_message").await;
+            assert_eq!(message["message"], text.as_str());
+            assert_eq!(message["sequence"], expected, "{message}");
+        }
+    }
+    let (ok, text) = flack_migration("status", &nodes[..1], &ctl, epmd).await;
+    assert!(ok && text.contains("{counters_owned,1}"), "{text}");
+    drop((gil, hal));
+
     // A user joins on an original node: its `joined` is numbered after
     // everything before it (seen by a raw client, which shows sequences).
-    let mut erin = support::Client::login(web(0), "erin").await;
+    let mut erin = support::Client::login(web(erlang_a), "erin").await;
     let (_, erin_joined) = erin.join(room).await;
     let joined_sequence = erin_joined["sequence"].as_u64().expect("sequence");
     assert!(
@@ -460,13 +503,13 @@ async fn original_nodes_with_flack_migration_share_the_rust_numbering_and_announ
         "joined {joined_sequence} after {last_sequence}"
     );
 
-    // The second original node dies with carol and dave: alice (on the
-    // first original node, the leader) and erin hear that they left, once
+    // The second original node dies with carol and dave: alice and erin
+    // (on the first original node) hear that they left, once
     // each; bob hears it from his Rust node.
     let lost: HashSet<String> = [carol.id.clone(), dave.id.clone()].into();
     drop(carol);
     drop(dave);
-    cluster.kill(1);
+    cluster.kill(erlang_b);
     let heard = |user: &User| {
         user.lefts()
             .into_iter()
