@@ -503,6 +503,46 @@ async fn migration_scenario(kinds: [Kind; 3], at: [usize; 3]) {
         "joined {joined_sequence} after {last_sequence}"
     );
 
+    // A session on the second original node is killed without a goodbye
+    // (its node stays up): nobody in the original would tell the chat; the
+    // first original node's flack_migration sees the process end while it
+    // is still registered in the room, and tells alice and erin once.
+    let ivy = User::join(web(erlang_b), erlang_b, "ivy", room, every).await;
+    let ivy_id = ivy.id.clone();
+    // The watch's view of remote members refreshes every second
+    // (refresh_ms): ivy must be in it before her session goes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = cluster
+        .rpc(
+            erlang_b,
+            &format!(
+                "[exit(P, kill) || P <- gproc:lookup_pids({{p,g,<<\"{room}\">>}}), \
+                 node(P) =:= node(), \
+                 proplists:get_value(user_id, gproc:get_attributes({{n,g,P}}, P)) \
+                 =:= <<\"{ivy_id}\">>]"
+            ),
+        )
+        .await;
+    assert_eq!(killed, "[true]", "ivy's session is killed");
+    let ivy_left = |user: &User| {
+        user.lefts()
+            .into_iter()
+            .filter(|(_, id)| *id == ivy_id)
+            .count()
+    };
+    let told = eventually(Duration::from_secs(20), || ivy_left(&alice) >= 1).await;
+    assert!(told.is_some(), "alice hears that ivy left");
+    let mut erin_ivy = Vec::new();
+    while erin_ivy.is_empty() {
+        let record = erin.expect_any().await;
+        if record["record"] == "left" {
+            erin_ivy.push(record);
+        }
+    }
+    assert_eq!(erin_ivy[0]["user_id"], ivy_id.as_str());
+    assert!(erin_ivy[0]["sequence"].as_u64() > Some(joined_sequence));
+    drop(ivy);
+
     // The second original node dies with carol and dave: alice and erin
     // (on the first original node) hear that they left, once
     // each; bob hears it from his Rust node.
@@ -542,6 +582,12 @@ async fn migration_scenario(kinds: [Kind; 3], at: [usize; 3]) {
     // Nothing more arrives for them (a second `left` would by now).
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(heard(&alice), 2, "alice: {:?}", alice.lefts());
+    assert_eq!(ivy_left(&alice), 1, "alice: {:?}", alice.lefts());
+    println!(
+        "bob (on the Rust node) heard ivy leave {} time(s)",
+        ivy_left(&bob)
+    );
+    assert!(ivy_left(&bob) <= 1, "bob: {:?}", bob.lefts());
     assert_eq!(heard(&bob), 2, "bob: {:?}", bob.lefts());
     let survivors = [&alice, &bob];
     assert_connected(&survivors);

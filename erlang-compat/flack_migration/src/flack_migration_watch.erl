@@ -18,11 +18,10 @@
 %%    and monitors each such process;
 %%  - a monitored process that ends while its node is still connected
 %%    (`DOWN` with any reason but `noconnection`) is dropped from the view;
-%%    if it was still registered in chats (it did not leave them: the
-%%    original's sessions are killed without a goodbye when their node is
-%%    stopped cleanly), this node's members of those chats are told it
-%%    left; a session that left its chats removed itself first and is not
-%%    announced again;
+%%    if it was killed (reason `killed`: it cannot have said goodbye), or
+%%    the replica still lists it in chats (it did not leave them), this
+%%    node's members of those chats are told it left; a session that left
+%%    its chats removed itself first and is not announced again;
 %%  - when a node's connection goes down ({nodedown, Node} of
 %%    erlang:monitor_node/2, sent by the runtime as the connection goes),
 %%    the replica is read at once (this process runs at high priority):
@@ -42,7 +41,8 @@
 -module(flack_migration_watch).
 -behaviour(gen_server).
 
--export([start_link/0, lost_members/2, plan/1, merge/3, remote_members/1, still_registered/2]).
+-export([start_link/0, lost_members/2, plan/1, merge/3, remote_members/1, still_registered/2,
+         ended_in/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 start_link() ->
@@ -95,20 +95,20 @@ handle_info({nodedown, _Node, _Info}, State) ->
 handle_info({'DOWN', _Ref, process, _Pid, noconnection}, State) ->
     {noreply, State};
 %% A member's process ended while its node was connected. A session that
-%% left its chats (goodbye, close) removed its memberships before it
-%% ended; one that was killed (its node stopped cleanly: the original's
-%% sessions are shut down without leaving) is still registered in them
-%% until gproc cleans up after it, and nobody told its chats.
-handle_info({'DOWN', _Ref, process, Pid, _Reason}, #{view := View} = State) ->
-    case still_registered(gproc, Pid) of
-        {UserId, [_ | _] = Chats} when UserId =/= undefined ->
-            spawn(fun() -> announce([{Chat, [UserId]} || Chat <- Chats]) end);
-        {undefined, [_ | _] = Chats} ->
-            case maps:find(Pid, View) of
-                {ok, {UserId, _, _}} when UserId =/= undefined ->
-                    spawn(fun() -> announce([{Chat, [UserId]} || Chat <- Chats]) end);
-                _ -> ok
-            end;
+%% left its chats (goodbye, close, its node stopped cleanly) removed its
+%% memberships before it ended; one that was killed could not, and nobody
+%% told its chats. The leader may have cleaned up after it already (it
+%% monitors registered processes itself), so for a process that was
+%% killed the view says which chats; for any other ending only what the
+%% replica still lists counts, as the session may have left the rest.
+handle_info({'DOWN', _Ref, process, Pid, Reason}, #{view := View} = State) ->
+    Known = case maps:find(Pid, View) of
+                {ok, {KnownId, KnownChats, _}} -> {KnownId, KnownChats};
+                error -> {undefined, []}
+            end,
+    case ended_in(still_registered(gproc, Pid), Known, Reason) of
+        {UserId, [_ | _] = In} when UserId =/= undefined ->
+            spawn(fun() -> announce([{Chat, [UserId]} || Chat <- In]) end);
         _ ->
             ok
     end,
@@ -160,6 +160,20 @@ remote_members(Table) ->
                         end;
                    (_, Acc) -> Acc
                 end, #{}, Rows).
+
+%% Whose departure a process's end means, and from which chats: Listed is
+%% what the replica still says ({UserId, Chats}), Known what the view said.
+-spec ended_in({term(), [binary()]}, {term(), [binary()]}, term()) -> {term(), [binary()]}.
+ended_in({ListedId, Listed}, {KnownId, Known}, Reason) ->
+    UserId = case ListedId of
+                 undefined -> KnownId;
+                 _ -> ListedId
+             end,
+    case {Listed, Reason} of
+        {[_ | _], _} -> {UserId, Listed};
+        {[], killed} -> {UserId, Known};
+        {[], _} -> {UserId, []}
+    end.
 
 %% The user id and the chats Pid is registered with in the replica Table
 %% (its reverse entries {{Pid, Key}, Opts}: a lookup by pid).

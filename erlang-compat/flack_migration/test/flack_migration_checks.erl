@@ -168,6 +168,15 @@ lost_members() ->
     [<<"r1">>, <<"r2">>] = lists:sort(AChats),
     {undefined, [<<"r3">>]} = flack_migration_watch:still_registered(T, C),
     {undefined, []} = flack_migration_watch:still_registered(T, remote_pid(Dead, 99)),
+    %% A process that ended while its node was up: killed, the view says
+    %% where it was if the leader cleaned up first; otherwise only what the
+    %% replica still lists counts (it may have left the rest itself).
+    {<<"a-id">>, [<<"r1">>]} = flack_migration_watch:ended_in({undefined, []}, {<<"a-id">>, [<<"r1">>]}, killed),
+    {<<"a-id">>, []} = flack_migration_watch:ended_in({undefined, []}, {<<"a-id">>, [<<"r1">>]}, normal),
+    {<<"a-id">>, []} = flack_migration_watch:ended_in({undefined, []}, {<<"a-id">>, [<<"r1">>]}, shutdown),
+    {<<"a-id">>, [<<"r2">>]} = flack_migration_watch:ended_in({<<"a-id">>, [<<"r2">>]}, {<<"a-id">>, [<<"r1">>]}, normal),
+    {<<"a-id">>, [<<"r2">>]} = flack_migration_watch:ended_in({undefined, [<<"r2">>]}, {<<"a-id">>, [<<"r1">>]}, killed),
+    {undefined, []} = flack_migration_watch:ended_in({undefined, []}, {undefined, []}, killed),
     %% Other nodes' members are never taken from the view.
     [] = flack_migration_watch:plan(flack_migration_watch:merge([], 'never@host', View)),
     ok.
