@@ -524,19 +524,31 @@ async fn member(sh: Arc<Shared>, grp: Arc<Group>, room: u32, idx: u32) -> Tally 
         return Tally::default();
     };
     let mut plan_rx = sh.plan.clone();
-    let plan = tokio::select! {
-        p = plan_rx.wait_for(|p| p.is_some()) => match p {
-            Ok(p) => match *p {
-                Some(p) => p,
+    let mut ws = session.ws;
+    // A large setup can take minutes: members joined early ping while they
+    // wait for the plan, or the server closes them as idle (60 s). The
+    // replies are read, and passed over, with the run's messages.
+    let mut next_ping = tokio::time::Instant::now() + sh.env.ping_interval;
+    let plan = loop {
+        let ping_due = tokio::select! {
+            p = plan_rx.wait_for(|p| p.is_some()) => match p.ok().and_then(|p| *p) {
+                Some(p) => break p,
                 None => return Tally::default(),
             },
-            Err(_) => return Tally::default(),
-        },
-        _ = sh.cancel.cancelled() => return Tally::default(),
+            _ = sh.cancel.cancelled() => return Tally::default(),
+            _ = tokio::time::sleep_until(next_ping) => true,
+        };
+        if ping_due {
+            next_ping += sh.env.ping_interval;
+            if ws.send(ClientMsg::Ping.to_ws()).await.is_err() {
+                sh.send_errors.fetch_add(1, Ordering::Relaxed);
+                return Tally::default();
+            }
+        }
     };
     let sender_base = room * cfg.senders;
     let own_sender = (idx < cfg.senders).then_some(sender_base + idx);
-    let (mut tx, rx) = session.ws.split();
+    let (mut tx, rx) = ws.split();
     let mut recv = Receiver {
         sh: &sh,
         grp: &grp,
