@@ -11,9 +11,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flack::chat::event::{ChatEvent, EventKind};
-use flack::chat::protocol::parse_client_record;
 use flack::cluster::records;
+use flack::events::event::{ChatEvent, EventKind};
+use flack::events::protocol::parse_client_record;
 
 /// Runs `op` in batches for about `budget`; prints and returns the median
 /// nanoseconds per call.

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use flack::chat::connection::ConnectionLimits;
-use flack::chat::mailbox::mailbox;
-use flack::chat::protocol::{ChatUser, encode};
 use flack::config::Settings;
 use flack::config::erl_args::ErlArgs;
+use flack::events::mailbox::mailbox;
+use flack::events::protocol::{ChatUser, encode};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::{Client, PATIENCE, Received, node_with, run_args};

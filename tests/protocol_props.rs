@@ -1,8 +1,8 @@
 //! Property tests: whatever a client sends, the parser and the session
 //! answer with a step or a protocol error, never a panic.
 
-use flack::chat::protocol::{parse_client_hello, parse_client_record};
 use flack::chat::session::{Phase, Session, Step};
+use flack::events::protocol::{parse_client_hello, parse_client_record};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 

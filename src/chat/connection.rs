@@ -29,14 +29,14 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, Utf8Bytes};
 
-use super::event::{ChatEvent, EventKind};
 use super::frames::{FrameGuard, TooManyFrames};
-use super::mailbox::{Mailbox, MailboxSender, mailbox};
 use super::outbound;
-use super::protocol::{ProtocolError, encode};
 use super::session::{Phase, Session, SessionLimits, Step};
 use crate::cluster::directory::{Directory, DirectoryError};
 use crate::cluster::records::DecodeCache;
+use crate::events::event::{ChatEvent, EventKind};
+use crate::events::mailbox::{Mailbox, MailboxSender, mailbox};
+use crate::events::protocol::{ProtocolError, encode};
 use crate::metrics::Metrics;
 use crate::node::{Delivery, Inbox, Node, Pid};
 
@@ -248,7 +248,7 @@ impl Connection {
                 }
                 () = sleep_until(hello_deadline), if self.session.phase() == Phase::Hello => {
                     debug!(pid = %self.pid, "no client_hello before the handshake deadline");
-                    return Box::pin(self.fail(crate::chat::protocol::ProtocolError::hello_expected()))
+                    return Box::pin(self.fail(crate::events::protocol::ProtocolError::hello_expected()))
                         .await
                         .unwrap_or(Ending::Idle);
                 }

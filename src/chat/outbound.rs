@@ -2,7 +2,7 @@
 //! straight to the connection, a batch per vectored write.
 //!
 //! An event is encoded to JSON once and its bytes are shared by every
-//! member (see [`super::event`]). tungstenite's sink would copy each frame
+//! member (see [`crate::events::event`]). tungstenite's sink would copy each frame
 //! into a per-connection buffer that then keeps the size of the largest
 //! batch it ever held, for the life of the connection: about 3.4 KiB of an
 //! idle connection's 11 KiB went there. Here each event costs a 2-10 byte

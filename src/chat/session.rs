@@ -16,7 +16,7 @@ use std::collections::HashSet;
 
 use rand::RngCore;
 
-use super::protocol::{
+use crate::events::protocol::{
     ClientRecord, ProtocolError, encode, parse_client_hello, parse_client_record,
 };
 

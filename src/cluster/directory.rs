@@ -25,7 +25,7 @@
 //!   `update_counter` (see [`super::sequencer`]).
 //!
 //! Delivery never waits: a local member whose queue is full is flagged and
-//! closed by its own session (see [`crate::chat::mailbox`]).
+//! closed by its own session (see [`crate::events::mailbox`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
@@ -43,9 +43,9 @@ use super::gproc_dist::{GprocDist, RegistryObserver};
 use super::records;
 use super::registry::{Chat, Registered, Registry, RegistryError, UserAttrs};
 use super::sequencer::{Sink, Streams};
-use crate::chat::event::{ChatEvent, EventKind};
-use crate::chat::mailbox::MailboxSender;
-use crate::chat::protocol::{ChatUser, timestamp_now};
+use crate::events::event::{ChatEvent, EventKind};
+use crate::events::mailbox::MailboxSender;
+use crate::events::protocol::{ChatUser, timestamp_now};
 use crate::metrics::{Metrics, RegistryGauges};
 use crate::node::term::{as_atom, atom, binary, list, tuple};
 use crate::node::{Delivery, Node, Pid};
@@ -1127,7 +1127,7 @@ impl Drop for JoiningGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::mailbox::{Mailbox, mailbox};
+    use crate::events::mailbox::{Mailbox, mailbox};
     use crate::node::NodeConfig;
 
     fn pid(id: u32) -> Pid {

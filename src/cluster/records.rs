@@ -19,8 +19,8 @@ use eetf::{FixInteger, Term, Tuple};
 
 use crate::node::term::{atom, binary};
 
-use crate::chat::event::{ChatEvent, EventKind};
-use crate::chat::protocol::TEXT_PLAIN;
+use crate::events::event::{ChatEvent, EventKind};
+use crate::events::protocol::TEXT_PLAIN;
 
 /// Why a term is not a chat record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

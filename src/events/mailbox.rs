@@ -134,7 +134,7 @@ pub fn mailbox(capacity: usize) -> (MailboxSender, Mailbox) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::event::EventKind;
+    use crate::events::event::EventKind;
 
     fn event(sequence: u64) -> Arc<ChatEvent> {
         Arc::new(ChatEvent::new(
