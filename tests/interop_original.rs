@@ -18,19 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use node_support::{TestEpmd, erl_available, free_port, unique};
+use node_support::{TestEpmd, free_port, original_command, original_home, unique};
 use serde_json::{Value, json};
 use support::Client;
 
 const COOKIE: &str = "interop_cookie";
-
-fn original_home() -> Option<PathBuf> {
-    let home = PathBuf::from(std::env::var_os("FLACK_ERLANG_HOME")?);
-    if !home.join("lib").is_dir() || !erl_available() {
-        return None;
-    }
-    Some(home)
-}
 
 fn skip() -> bool {
     if original_home().is_some() {
@@ -104,27 +96,10 @@ impl Mixed {
         std::fs::create_dir_all(&node_dir).expect("node dir");
         let port = free_port();
         let config = self.sys_config(&node_dir, port);
-        let mut command = Command::new("erl");
+        let mut command = original_command(&home, &config);
         command
-            .args([
-                "-sname",
-                &self.names[index],
-                "-setcookie",
-                COOKIE,
-                "-noshell",
-                "-noinput",
-            ])
-            .arg("-config")
-            .arg(config.with_extension(""));
-        for app in std::fs::read_dir(home.join("lib"))
-            .expect("lib dir")
-            .flatten()
-        {
-            command.arg("-pa").arg(app.path().join("ebin"));
-        }
-        let start = "[{ok, _} = application:ensure_all_started(A, permanent) || \
-                     A <- [gen_leader, gproc, jiffy, ranch, cowlib, cowboy, flack, sasl]], ok.";
-        command.args(["-eval", start]).current_dir(&node_dir);
+            .args(["-sname", &self.names[index], "-setcookie", COOKIE])
+            .current_dir(&node_dir);
         self.launch(command, port).await
     }
 

@@ -264,11 +264,11 @@ async fn message_arrives(from: &mut Client, to: &mut [&mut Client], text: &str) 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_between_nodes_works_again_after_gproc_dist_is_killed() {
-    require_erl!();
+/// Two Rust nodes, both gproc_dist candidates, settled; with the EPMD they
+/// register with and the folder of their data (removed when dropped).
+async fn two_rust_nodes(stem: &str) -> (TestEpmd, TempDir, Vec<String>, Vec<RunningNode>) {
     let epmd = TestEpmd::start().await;
-    let stem = unique("gsup");
+    let stem = unique(stem);
     let dir = TempDir(std::env::temp_dir().join(format!("flack-{stem}")));
     let names: Vec<String> = (1..=2).map(|i| format!("{stem}n{i}@localhost")).collect();
     let mut nodes = Vec::new();
@@ -283,6 +283,13 @@ async fn chat_between_nodes_works_again_after_gproc_dist_is_killed() {
         nodes.push(start(settings).await.expect("node starts"));
     }
     settled(&nodes).await;
+    (epmd, dir, names, nodes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_between_nodes_works_again_after_gproc_dist_is_killed() {
+    require_erl!();
+    let (epmd, _dir, names, nodes) = two_rust_nodes("gsup").await;
     let mut ctl = Ctl::new(&nodes[0].node);
     let erl = Erl::start(&unique("egsup"), COOKIE, epmd.port, &names[0], &[]);
     ctl.agent_up(&erl.name).await;
@@ -350,22 +357,7 @@ async fn message_saying(client: &mut Client, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_between_rust_nodes_works_again_after_flack_fanout_is_killed() {
     require_erl!();
-    let epmd = TestEpmd::start().await;
-    let stem = unique("fsup");
-    let dir = TempDir(std::env::temp_dir().join(format!("flack-{stem}")));
-    let names: Vec<String> = (1..=2).map(|i| format!("{stem}n{i}@localhost")).collect();
-    let mut nodes = Vec::new();
-    for name in &names {
-        let mut settings = named_settings(name, epmd.port);
-        settings.gproc_dist = GprocDist::Candidates {
-            nodes: names.clone(),
-            opts: Vec::new(),
-        };
-        settings.data_dir = dir.0.join(name);
-        std::fs::create_dir_all(&settings.data_dir).expect("data dir");
-        nodes.push(start(settings).await.expect("node starts"));
-    }
-    settled(&nodes).await;
+    let (epmd, _dir, names, nodes) = two_rust_nodes("fsup").await;
     let mut ctl = Ctl::new(&nodes[0].node);
     let erl = Erl::start(&unique("efsup"), COOKIE, epmd.port, &names[0], &[]);
     ctl.agent_up(&erl.name).await;
@@ -556,12 +548,6 @@ async fn a_service_killed_past_its_limit_fails_health_and_the_node_exits_non_zer
     control.shutdown().await;
 }
 
-/// The ORIGINAL Erlang flack's build (`FLACK_ERLANG_HOME`), when present.
-fn original_home() -> Option<std::path::PathBuf> {
-    let home = std::path::PathBuf::from(std::env::var_os("FLACK_ERLANG_HOME")?);
-    (home.join("lib").is_dir() && erl_available()).then_some(home)
-}
-
 /// An original flack node, started as its release does; killed when dropped.
 struct Original(Child);
 
@@ -593,20 +579,10 @@ fn start_original(
         ),
     )
     .expect("sys.config");
-    let mut command = Command::new("erl");
+    let mut command = original_command(home, &config);
     command
-        .args(["-sname", name, "-setcookie", COOKIE, "-noshell", "-noinput"])
-        .arg("-config")
-        .arg(config.with_extension(""));
-    for app in std::fs::read_dir(home.join("lib"))
-        .expect("lib dir")
-        .flatten()
-    {
-        command.arg("-pa").arg(app.path().join("ebin"));
-    }
-    let start = "[{ok, _} = application:ensure_all_started(A, permanent) || \
-                 A <- [gen_leader, gproc, jiffy, ranch, cowlib, cowboy, flack, sasl]], ok.";
-    command.args(["-eval", start]).current_dir(dir);
+        .args(["-sname", name, "-setcookie", COOKIE])
+        .current_dir(dir);
     Original(
         command
             .env("ERL_EPMD_PORT", epmd_port.to_string())

@@ -728,10 +728,7 @@ async fn next_record(client: &mut support::Client, record: &str) -> serde_json::
 #[tokio::test(flavor = "current_thread")]
 async fn original_and_rust_nodes_chat_over_tls() {
     require_erl!();
-    let Some(home) = std::env::var_os("FLACK_ERLANG_HOME")
-        .map(PathBuf::from)
-        .filter(|home| home.join("lib").is_dir())
-    else {
+    let Some(home) = original_home() else {
         eprintln!(
             "SKIPPED: set FLACK_ERLANG_HOME to a build of the original Erlang flack to run a mixed TLS cluster"
         );
@@ -761,31 +758,13 @@ async fn original_and_rust_nodes_chat_over_tls() {
     let erlang_web = free_port();
     let (erlang_dir, config) = sys_config("erlang", erlang_web);
     let optfile = write_optfile(&scratch.0, "erlang", &ca.node_cert("erlang"), &ca.cert);
-    let mut command = std::process::Command::new("erl");
+    let mut command = original_command(&home, &config);
     command
-        .args([
-            "-sname",
-            &names[0],
-            "-setcookie",
-            "tls_cookie",
-            "-noshell",
-            "-noinput",
-        ])
+        .args(["-sname", &names[0], "-setcookie", "tls_cookie"])
         .args(["-proto_dist", "inet_tls", "-ssl_dist_optfile"])
-        .arg(&optfile)
-        .arg("-config")
-        .arg(config.with_extension(""));
-    for app in std::fs::read_dir(home.join("lib"))
-        .expect("lib dir")
-        .flatten()
-    {
-        command.arg("-pa").arg(app.path().join("ebin"));
-    }
-    let start = "[{ok, _} = application:ensure_all_started(A, permanent) || \
-                 A <- [gen_leader, gproc, jiffy, ranch, cowlib, cowboy, flack, sasl]], ok.";
+        .arg(&optfile);
     let _erlang = Killed(
         command
-            .args(["-eval", start])
             .current_dir(&erlang_dir)
             .env("ERL_EPMD_PORT", epmd.port.to_string())
             .stdout(std::process::Stdio::null())

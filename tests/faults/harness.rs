@@ -30,11 +30,6 @@ pub fn long() -> bool {
     std::env::var_os("FLACK_FAULTS_LONG").is_some_and(|v| v != "0")
 }
 
-pub fn original_home() -> Option<PathBuf> {
-    let home = PathBuf::from(std::env::var_os("FLACK_ERLANG_HOME")?);
-    home.join("lib").is_dir().then_some(home)
-}
-
 pub fn erl_available() -> bool {
     Command::new("erl")
         .arg("-version")
@@ -44,7 +39,7 @@ pub fn erl_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-pub use crate::node_support::{TestEpmd, free_port};
+pub use crate::node_support::{TestEpmd, free_port, original_command, original_home};
 
 /// A block of loopback addresses for one cluster, 127.B.C.1..: distinct
 /// per test and per test process so parallel tests never share rules.
@@ -308,23 +303,10 @@ impl Cluster {
             }
             Kind::Original => {
                 let home = original_home().expect("FLACK_ERLANG_HOME");
-                let mut command = Command::new("erl");
+                let mut command = original_command(&home, &config);
                 command
                     .args(["-name", &slot.name, "-setcookie", COOKIE])
-                    .args(["-noshell", "-noinput", "+K", "true", "+A30"])
-                    .arg("-config")
-                    .arg(config.with_extension(""));
-                for app in std::fs::read_dir(home.join("lib"))
-                    .expect("lib dir")
-                    .flatten()
-                {
-                    command.arg("-pa").arg(app.path().join("ebin"));
-                }
-                command.args([
-                    "-eval",
-                    "[{ok, _} = application:ensure_all_started(A, permanent) || \
-                     A <- [gen_leader, gproc, jiffy, ranch, cowlib, cowboy, flack, sasl]], ok.",
-                ]);
+                    .args(["+K", "true", "+A30"]);
                 command
             }
         };

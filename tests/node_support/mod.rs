@@ -71,6 +71,38 @@ pub fn compat_ebin() -> PathBuf {
     .clone()
 }
 
+/// The build of the ORIGINAL Erlang flack named by `FLACK_ERLANG_HOME` (a
+/// directory with `lib/<app>/ebin` for flack, gproc, gen_leader, cowboy,
+/// ranch and cowlib), when it is there and `erl` can run it.
+pub fn original_home() -> Option<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("FLACK_ERLANG_HOME")?);
+    (home.join("lib").is_dir() && erl_available()).then_some(home)
+}
+
+/// What every start of an ORIGINAL flack node shares: `erl` without a
+/// shell, the sys.config at `config` (the path with its `.config`), the
+/// code path of every application of the build at `home`, and its
+/// applications started as its release boots them. The caller adds the
+/// node name, the cookie, any distribution flags and the environment.
+pub fn original_command(home: &std::path::Path, config: &std::path::Path) -> Command {
+    let mut command = Command::new("erl");
+    command
+        .args(["-noshell", "-noinput"])
+        .arg("-config")
+        .arg(config.with_extension(""));
+    if let Ok(apps) = std::fs::read_dir(home.join("lib")) {
+        for app in apps.flatten() {
+            command.arg("-pa").arg(app.path().join("ebin"));
+        }
+    }
+    command.args([
+        "-eval",
+        "[{ok, _} = application:ensure_all_started(A, permanent) || \
+         A <- [gen_leader, gproc, jiffy, ranch, cowlib, cowboy, flack, sasl]], ok.",
+    ]);
+    command
+}
+
 /// A unique node-name stem for a test.
 pub fn unique(stem: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
