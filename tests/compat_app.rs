@@ -65,15 +65,30 @@ fn build(dir: &Path) {
         .collect();
     sources.push(app.join("test/flack_migration_checks.erl"));
     erlc(&dir.join("ebin"), &["-Werror"], &sources);
-    erlc(
-        &dir.join("priv"),
-        &["-Werror"],
-        &[app.join("replacement/chat_stream.erl")],
-    );
-    let stand_in = [app.join("test/stand_in/chat_stream.erl")];
+    let ours = as_chat_stream(dir, &app.join("replacement/flack_migration_stream.erl"));
+    erlc(&dir.join("priv"), &["-Werror"], &[ours]);
+    let stand_in = [as_chat_stream(
+        dir,
+        &app.join("test/stand_in/stand_in_stream.erl"),
+    )];
     erlc(&dir.join("stand_in"), &[], &stand_in);
     erlc(&dir.join("different"), &["-DDIFFERENT"], &stand_in);
     erlc(&dir.join("no_leave"), &["-DNO_LEAVE"], &stand_in);
+}
+
+/// `source` under the name of the module it stands for: a copy in its own
+/// folder of `dir`, named `chat_stream.erl` with its `-module` line
+/// rewritten, as bin/flack-migration builds ours.
+fn as_chat_stream(dir: &Path, source: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(source).expect("readable source");
+    let module = source.file_stem().and_then(|s| s.to_str()).expect("a name");
+    let line = format!("-module({module}).");
+    assert!(text.contains(&line), "{} has no {line}", source.display());
+    let folder = dir.join(format!("src-{module}"));
+    std::fs::create_dir_all(&folder).expect("source folder");
+    let copy = folder.join("chat_stream.erl");
+    std::fs::write(&copy, text.replacen(&line, "-module(chat_stream).", 1)).expect("writable");
+    copy
 }
 
 struct Scratch(PathBuf);

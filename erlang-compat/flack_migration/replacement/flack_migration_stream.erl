@@ -1,5 +1,10 @@
 %% flack_migration's stand-in for the ORIGINAL flack's `chat_stream`.
 %%
+%% It is a module of its own here (flack_migration_stream) and takes the
+%% name `chat_stream` only when it is built for installation (the build
+%% rewrites its -module line: bin/flack-migration, tests/compat_app.rs),
+%% since hot code loading replaces a module by its name.
+%%
 %% Written for this project from the original's documented behaviour (the
 %% four calls its websocket sessions make and the gproc registrations and
 %% records they produce); none of the original's code is in it. The
@@ -23,7 +28,7 @@
 %%    Rust node does, so the registry does not keep one per chat ever used.
 %% Everything else (keys, values, attributes, records, return values) is
 %% what the original's sessions and the Rust nodes expect.
--module(chat_stream).
+-module(flack_migration_stream).
 
 -export([register_user/2, join/3, post/1, leave/2]).
 
