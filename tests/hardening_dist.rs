@@ -23,7 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// Tests that measure the whole process (RSS) run one at a time.
+/// Tests that measure the whole process (RSS), and those that make it grow,
+/// run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Settings for `flack foreground` with this vm.args text.
@@ -61,15 +62,21 @@ async fn refused(addr: (&str, u16)) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dist_listener_binds_inet_dist_use_interface_and_port_range() {
     let epmd = TestEpmd::start().await;
-    let port = free_port("127.0.0.2");
+    // The test holds 127.0.0.1:PORT itself: a node that bound the wildcard
+    // address could not start, and no other process can answer there.
+    let held = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let port = held.local_addr().expect("addr").port();
     let settings = settings_with_vm_args(&format!(
         "-kernel inet_dist_use_interface {{127,0,0,2}}\n-kernel inet_dist_listen_min {port}\n"
     ));
     let mut config = rust_config(&unique("iface"), "c_if", epmd.port);
     settings.apply_dist(&mut config);
     config.epmd_port = epmd.port;
-    let node = Node::start(config).await.expect("starts");
+    let node = Node::start(config)
+        .await
+        .expect("starts beside a listener on 127.0.0.1 at the same port");
     assert_eq!(node.port(), port, "a range of one port is that port");
+    drop(held);
     assert!(
         refused(("127.0.0.1", port)).await,
         "the dist port answers on 127.0.0.1"
@@ -542,6 +549,8 @@ async fn cleaning_up_200k_monitors_does_not_stall_the_runtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spawn_burst_does_not_disconnect_a_reading_peer() {
     require_erl!();
+    // Its queues would show in another test's measure of the process's RSS.
+    let _serial = SERIAL.lock().await;
     let epmd = TestEpmd::start().await;
     let mut config = rust_config(&unique("rburst"), "c_burst", epmd.port);
     // A small queue toward each peer makes the burst exceed it many times.
