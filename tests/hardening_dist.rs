@@ -6,7 +6,6 @@
 
 mod node_support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eetf::Term;
@@ -249,34 +248,11 @@ async fn a_squatter_holding_a_lower_name_expires_within_the_setup_time() {
 // ---------------------------------------------------------------------------
 // Item 8: wrong cookies and long names do not flood the log.
 
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 // One thread: everything the node logs is logged on the test's thread, where
 // the capturing subscriber is installed.
 #[tokio::test(flavor = "current_thread")]
 async fn a_thousand_failed_handshakes_log_a_bounded_amount() {
-    let buffer = LogBuffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buffer, _guard) = capture_logs();
     let epmd = TestEpmd::start().await;
     let node = Node::start(rust_config(&unique("logs"), "right", epmd.port))
         .await
@@ -310,8 +286,8 @@ async fn a_thousand_failed_handshakes_log_a_bounded_amount() {
     assert!(node.connected_nodes().is_empty());
     node.shutdown().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let logged = buffer.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let text = String::from_utf8_lossy(&logged);
+    let text = buffer.text();
+    let logged = text.as_bytes();
     eprintln!(
         "1000 failed handshakes logged {} bytes in {} lines",
         logged.len(),

@@ -17,7 +17,6 @@ mod node_support;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eetf::Term;
@@ -163,56 +162,6 @@ fn erl(stem: &str, epmd: &TestEpmd, rust_node: &str, optfile: Option<&Path>) -> 
         ]);
     }
     Erl::start(&unique(stem), "tls_cookie", epmd.port, rust_node, &extra)
-}
-
-/// Everything the node logs, captured.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-
-    /// Waits until a line containing every one of `parts` was logged.
-    async fn wait_for(&self, parts: &[&str], within: Duration) -> Option<String> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let found = self
-                .text()
-                .lines()
-                .find(|line| parts.iter().all(|part| line.contains(part)))
-                .map(str::to_owned);
-            if found.is_some() || tokio::time::Instant::now() >= deadline {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
-    let buffer = LogBuffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    (buffer, tracing::subscriber::set_default(subscriber))
 }
 
 /// A node that never answers on `name` in our EPMD: the Rust node's
