@@ -48,6 +48,23 @@ impl Drop for Scratch {
     }
 }
 
+/// What most tests start from: a scratch directory, a CA in it, and an
+/// EPMD of their own.
+struct Bed {
+    scratch: Scratch,
+    ca: Ca,
+    epmd: TestEpmd,
+}
+
+impl Bed {
+    async fn new(stem: &str) -> Self {
+        let scratch = Scratch::new(stem);
+        let ca = Ca::new(&scratch.0, "ca");
+        let epmd = TestEpmd::start().await;
+        Self { scratch, ca, epmd }
+    }
+}
+
 /// A certificate authority writing PEM files into a scratch directory.
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -63,6 +80,12 @@ struct NodeCert {
 }
 
 impl Ca {
+    /// [`strict_options`] for a node `name` with this CA's certificate,
+    /// trusting this CA.
+    fn strict_options_for(&self, name: &str) -> TlsDistOptions {
+        strict_options(&self.node_cert(name), &self.cert)
+    }
+
     fn new(dir: &Path, name: &str) -> Self {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -174,15 +197,8 @@ fn nobody() -> String {
 async fn erl_and_rust_ping_each_other_over_tls() {
     require_erl!();
     let (_logs, _guard) = capture_logs();
-    let scratch = Scratch::new("ping");
-    let ca = Ca::new(&scratch.0, "ca");
-    let epmd = TestEpmd::start().await;
-    let node = tls_node(
-        "rping",
-        &epmd,
-        strict_options(&ca.node_cert("rust"), &ca.cert),
-    )
-    .await;
+    let Bed { scratch, ca, epmd } = Bed::new("ping").await;
+    let node = tls_node("rping", &epmd, ca.strict_options_for("rust")).await;
     let mut ctl = Ctl::new(&node);
 
     // erl connects: its agent reports over the TLS connection it opened.
@@ -241,15 +257,8 @@ async fn erl_and_rust_ping_each_other_over_tls() {
 async fn a_mixed_tls_cluster_exchanges_messages_and_rpc() {
     require_erl!();
     let (_logs, _guard) = capture_logs();
-    let scratch = Scratch::new("mesh");
-    let ca = Ca::new(&scratch.0, "ca");
-    let epmd = TestEpmd::start().await;
-    let node = tls_node(
-        "rmesh",
-        &epmd,
-        strict_options(&ca.node_cert("rust"), &ca.cert),
-    )
-    .await;
+    let Bed { scratch, ca, epmd } = Bed::new("mesh").await;
+    let node = tls_node("rmesh", &epmd, ca.strict_options_for("rust")).await;
     let mut ctl = Ctl::new(&node);
     let optfile1 = write_optfile(&scratch.0, "erl1", &ca.node_cert("erl1"), &ca.cert);
     let optfile2 = write_optfile(&scratch.0, "erl2", &ca.node_cert("erl2"), &ca.cert);
@@ -403,15 +412,12 @@ async fn connect_until_logged(node: &Node, peer: &str, logs: &LogBuffer, parts: 
 async fn a_plain_tcp_peer_is_refused_by_a_tls_node() {
     require_erl!();
     let (logs, _guard) = capture_logs();
-    let scratch = Scratch::new("plain");
-    let ca = Ca::new(&scratch.0, "ca");
-    let epmd = TestEpmd::start().await;
-    let node = tls_node(
-        "rplain",
-        &epmd,
-        strict_options(&ca.node_cert("rust"), &ca.cert),
-    )
-    .await;
+    let Bed {
+        scratch: _scratch,
+        ca,
+        epmd,
+    } = Bed::new("plain").await;
+    let node = tls_node("rplain", &epmd, ca.strict_options_for("rust")).await;
     // A plain erl's name message is not a TLS hello.
     let plain = erl("eplain", &epmd, node.name(), None);
     let line = logs
@@ -440,10 +446,12 @@ async fn a_plain_tcp_peer_is_refused_by_a_tls_node() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_stalled_tls_handshake_is_timed_out_like_a_distribution_handshake() {
     let (logs, _guard) = capture_logs();
-    let scratch = Scratch::new("stall");
-    let ca = Ca::new(&scratch.0, "ca");
-    let epmd = TestEpmd::start().await;
-    let mut options = strict_options(&ca.node_cert("rust"), &ca.cert);
+    let Bed {
+        scratch: _scratch,
+        ca,
+        epmd,
+    } = Bed::new("stall").await;
+    let mut options = ca.strict_options_for("rust");
     options.server.fail_if_no_peer_cert = false;
     let mut config = rust_config(&unique("rstall"), "tls_cookie", epmd.port);
     config.tls = Some(options);
@@ -511,15 +519,8 @@ impl Drop for Flack {
 async fn the_binary_takes_proto_dist_and_the_optfile_from_vm_args() {
     require_erl!();
     let (_logs, _guard) = capture_logs();
-    let scratch = Scratch::new("binary");
-    let ca = Ca::new(&scratch.0, "ca");
-    let epmd = TestEpmd::start().await;
-    let node = tls_node(
-        "rbin",
-        &epmd,
-        strict_options(&ca.node_cert("rust"), &ca.cert),
-    )
-    .await;
+    let Bed { scratch, ca, epmd } = Bed::new("binary").await;
+    let node = tls_node("rbin", &epmd, ca.strict_options_for("rust")).await;
     let mut ctl = Ctl::new(&node);
     let optfile = write_optfile(&scratch.0, "erl", &ca.node_cert("erl"), &ca.cert);
     let erl_node = erl("ebin", &epmd, node.name(), Some(&optfile));
@@ -589,11 +590,9 @@ fn another_proto_dist_stops_the_binary_at_start() {
 async fn ticks_keep_an_idle_tls_connection_up() {
     require_erl!();
     let (_logs, _guard) = capture_logs();
-    let scratch = Scratch::new("ticks");
-    let ca = Ca::new(&scratch.0, "ca");
-    let epmd = TestEpmd::start().await;
+    let Bed { scratch, ca, epmd } = Bed::new("ticks").await;
     let mut config = rust_config(&unique("rticks"), "tls_cookie", epmd.port);
-    config.tls = Some(strict_options(&ca.node_cert("rust"), &ca.cert));
+    config.tls = Some(ca.strict_options_for("rust"));
     config.net_ticktime = Duration::from_secs(4);
     let node = Node::start(config).await.expect("starts");
     let mut events = node.subscribe();
@@ -683,9 +682,7 @@ async fn original_and_rust_nodes_chat_over_tls() {
         );
         return;
     };
-    let scratch = Scratch::new("original");
-    let ca = Ca::new(&scratch.0, "ca");
-    let epmd = TestEpmd::start().await;
+    let Bed { scratch, ca, epmd } = Bed::new("original").await;
     let stem = unique("otls");
     let names = [format!("{stem}a@localhost"), format!("{stem}z@localhost")];
     let candidates = names.join(",");
