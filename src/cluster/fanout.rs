@@ -50,8 +50,8 @@ pub fn start(
         intensity: Intensity::NODE_SERVICE,
         shutdown: shutdown.clone(),
     };
-    let incarnation = move |_node: Node, pid: Pid, mailbox: Mailbox| {
-        register_in_cluster(directory.clone(), pid, shutdown.clone());
+    let incarnation = move |node: Node, pid: Pid, mailbox: Mailbox| {
+        register_in_cluster(node, directory.clone(), pid, shutdown.clone());
         serve(
             mailbox,
             directory.clone(),
@@ -66,10 +66,11 @@ pub fn start(
 
 /// Registers `pid` as this node's `{n,g,{flack_fanout, Node}}`, retrying
 /// while the cluster is still electing or still holds a previous
-/// incarnation's registration.
-fn register_in_cluster(directory: Arc<Directory>, pid: Pid, stop: CancellationToken) {
+/// incarnation's registration. An incarnation that ends first stops
+/// trying: its pid must not take the name from the next one.
+fn register_in_cluster(node: Node, directory: Arc<Directory>, pid: Pid, stop: CancellationToken) {
     tokio::spawn(async move {
-        while !stop.is_cancelled() {
+        while !stop.is_cancelled() && node.is_alive(&pid) {
             match directory.register_fanout(&pid).await {
                 Ok(()) => return,
                 Err(error) => debug!(%error, "fan-out registration will be retried"),

@@ -879,27 +879,20 @@ impl GprocTable {
             return;
         }
         for monitor in monitors(opts) {
-            match fields(&monitor) {
-                [pid, reference] => {
-                    let message = tuple(vec![
-                        atom("gproc"),
-                        event.clone(),
-                        reference.clone(),
-                        key.clone(),
-                    ]);
-                    self.send(pid, message);
-                }
-                [pid, reference, _] if self.is_local(pid) => {
-                    let message = tuple(vec![
-                        atom("gproc"),
-                        event.clone(),
-                        reference.clone(),
-                        key.clone(),
-                    ]);
-                    self.send(pid, message);
-                }
-                _ => {}
-            }
+            // `{Pid, Ref}` monitors always hear; `{Pid, Ref, Type}` ones only
+            // on the node they live on.
+            let (pid, reference) = match fields(&monitor) {
+                [pid, reference] => (pid, reference),
+                [pid, reference, _] if self.is_local(pid) => (pid, reference),
+                _ => continue,
+            };
+            let message = tuple(vec![
+                atom("gproc"),
+                event.clone(),
+                reference.clone(),
+                key.clone(),
+            ]);
+            self.send(pid, message);
         }
     }
 
@@ -1201,10 +1194,10 @@ impl GprocTable {
         &'a self,
         first: &Term,
     ) -> impl Iterator<Item = (&'a Compact, &'a [Compact])> + 'a {
-        let first = Compact::lookup(first);
         // Pairs sort by their first element, then the second; no key's
         // second element is a number, the lowest kind of term.
-        let start = Compact::lookup(&tuple(vec![first.to_term(), int_term(i64::MIN)]));
+        let start = Compact::lookup(&tuple(vec![first.clone(), int_term(i64::MIN)]));
+        let first = start.fields()[0].clone();
         self.ets
             .range(start..)
             .take_while(move |(k, _)| k.fields().len() == 2 && k.fields().first() == Some(&first))
