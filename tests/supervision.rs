@@ -264,6 +264,42 @@ async fn message_arrives(from: &mut Client, to: &mut [&mut Client], text: &str) 
     }
 }
 
+/// Two Rust nodes in a cluster, an `erl` peer that can kill their
+/// services, and alice (on the first) and bob (on the second) in `room`,
+/// who have exchanged a message.
+struct Chatting {
+    _epmd: TestEpmd,
+    _dir: TempDir,
+    nodes: Vec<RunningNode>,
+    ctl: Ctl,
+    erl: Erl,
+    alice: Client,
+    bob: Client,
+}
+
+impl Chatting {
+    async fn start(stem: &str, erl_stem: &str) -> Self {
+        let (epmd, dir, names, nodes) = two_rust_nodes(stem).await;
+        let mut ctl = Ctl::new(&nodes[0].node);
+        let erl = Erl::start(&unique(erl_stem), COOKIE, epmd.port, &names[0], &[]);
+        ctl.agent_up(&erl.name).await;
+        let mut alice = Client::login(nodes[0].local_addr, "alice").await;
+        let mut bob = Client::login(nodes[1].local_addr, "bob").await;
+        alice.join("room").await;
+        bob.join("room").await;
+        message_arrives(&mut alice, &mut [&mut bob], "before").await;
+        Self {
+            _epmd: epmd,
+            _dir: dir,
+            nodes,
+            ctl,
+            erl,
+            alice,
+            bob,
+        }
+    }
+}
+
 /// Two Rust nodes, both gproc_dist candidates, settled; with the EPMD they
 /// register with and the folder of their data (removed when dropped).
 async fn two_rust_nodes(stem: &str) -> (TestEpmd, TempDir, Vec<String>, Vec<RunningNode>) {
@@ -289,16 +325,15 @@ async fn two_rust_nodes(stem: &str) -> (TestEpmd, TempDir, Vec<String>, Vec<Runn
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_between_nodes_works_again_after_gproc_dist_is_killed() {
     require_erl!();
-    let (epmd, _dir, names, nodes) = two_rust_nodes("gsup").await;
-    let mut ctl = Ctl::new(&nodes[0].node);
-    let erl = Erl::start(&unique("egsup"), COOKIE, epmd.port, &names[0], &[]);
-    ctl.agent_up(&erl.name).await;
-
-    let mut alice = Client::login(nodes[0].local_addr, "alice").await;
-    let mut bob = Client::login(nodes[1].local_addr, "bob").await;
-    alice.join("room").await;
-    bob.join("room").await;
-    message_arrives(&mut alice, &mut [&mut bob], "before").await;
+    let Chatting {
+        _epmd,
+        _dir,
+        nodes,
+        mut ctl,
+        erl,
+        mut alice,
+        mut bob,
+    } = Chatting::start("gsup", "egsup").await;
 
     // The follower's candidate first, then the leader's: each restarts as
     // a new candidate, the cluster elects again, and the killed node's
@@ -357,16 +392,15 @@ async fn message_saying(client: &mut Client, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_between_rust_nodes_works_again_after_flack_fanout_is_killed() {
     require_erl!();
-    let (epmd, _dir, names, nodes) = two_rust_nodes("fsup").await;
-    let mut ctl = Ctl::new(&nodes[0].node);
-    let erl = Erl::start(&unique("efsup"), COOKIE, epmd.port, &names[0], &[]);
-    ctl.agent_up(&erl.name).await;
-
-    let mut alice = Client::login(nodes[0].local_addr, "alice").await;
-    let mut bob = Client::login(nodes[1].local_addr, "bob").await;
-    alice.join("room").await;
-    bob.join("room").await;
-    message_arrives(&mut alice, &mut [&mut bob], "before").await;
+    let Chatting {
+        _epmd,
+        _dir,
+        nodes,
+        mut ctl,
+        erl,
+        mut alice,
+        mut bob,
+    } = Chatting::start("fsup", "efsup").await;
 
     // bob's node receives alice's events through its flack_fanout process.
     let node = nodes[1].node.clone();
