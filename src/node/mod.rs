@@ -7,7 +7,8 @@
 //! - [`monitors`], [`links`]: pure bookkeeping of monitors and links.
 //! - [`epmd`]: the EPMD client, and the EPMD server `flack epmd` runs.
 //! - [`dist`]: flags, handshake, connections and control messages.
-//! - [`services`]: `net_kernel`, `rex`, `erpc` spawn requests, the mesh.
+//! - [`services`]: `net_kernel`, `rex`, `erpc` spawn requests, the mesh,
+//!   and OTP's `global` ([`services::global`], used through [`Node::global`]).
 //! - [`supervisor`]: restarts those services (and gproc_dist) when their
 //!   processes end, within a limit, and reports a service that stays down.
 //!
@@ -216,6 +217,7 @@ impl Node {
         services::net_kernel::start(&node);
         services::rex::start(&node);
         services::mesh::start(&node, node.core.config.mesh_interval);
+        services::global::start(&node);
         tokio::spawn(dist::connection::accept_loop(core.clone(), listener));
         tracing::info!(
             "node {} up on port {port} (creation {}, distribution over {})",
