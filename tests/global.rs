@@ -221,3 +221,352 @@ async fn sync_returns_on_every_erlang_node_and_names_cross_both_ways() {
     assert_eq!(node.connected_nodes().len(), 2);
     node.shutdown().await;
 }
+
+/// `{P, true}` from an Erlang process that took `Id` with `global:set_lock`
+/// and holds it until sent `release`.
+fn erl_lock_holder(id: &str) -> String {
+    format!(
+        "Self = self(), Id = {id}, \
+         P = spawn(fun() -> R = global:set_lock(Id, [node() | nodes()], 0), Self ! {{locked, self(), R}}, \
+                  receive release -> global:del_lock(Id), Self ! {{released, self()}} end end), \
+         receive {{locked, P, R}} -> {{P, R}} after 30000 -> timeout end."
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_exclude_holders_across_erlang_and_rust() {
+    require_erl!();
+    let (_epmd, node, mut ctl, erls) = cluster("glock", 2).await;
+    let global = node.global().expect("global");
+    for erl in &erls {
+        assert_eq!(erl_sync(&mut ctl, &erl.name).await, "ok");
+    }
+    let (a, b) = (erls[0].name.clone(), erls[1].name.clone());
+    eventually("global meshes the Erlang nodes", async || {
+        eval(&mut ctl, &a, "nodes().")
+            .await
+            .to_string()
+            .contains(b.as_str())
+    })
+    .await;
+
+    // A lock held through the Rust API blocks trans and set_lock on erl.
+    let held = global
+        .set_lock(atom("res"), atom("rust_side"), None, Some(0))
+        .await
+        .expect("a free lock is set");
+    for erl in [&a, &b] {
+        let t = eval(
+            &mut ctl,
+            erl,
+            "global:trans({res, erl_side}, fun() -> ran end, [node() | nodes()], 0).",
+        )
+        .await;
+        assert_eq!(
+            as_atom(&t),
+            Some("aborted"),
+            "trans on {erl} while Rust holds the lock"
+        );
+    }
+    // The same requester shares the lock, as in global.
+    let t = eval(
+        &mut ctl,
+        &a,
+        "global:trans({res, rust_side}, fun() -> ran end, [node() | nodes()], 0).",
+    )
+    .await;
+    assert_eq!(as_atom(&t), Some("ran"));
+    held.release().await;
+    let t = eval(
+        &mut ctl,
+        &a,
+        "global:trans({res, erl_side}, fun() -> ran end, [node() | nodes()], 0).",
+    )
+    .await;
+    assert_eq!(
+        as_atom(&t),
+        Some("ran"),
+        "trans runs once the Rust lock is released"
+    );
+
+    // A lock held on erl blocks the Rust side until it is released.
+    let holder = eval(&mut ctl, &a, &erl_lock_holder("{res2, erl_side}")).await;
+    let holder_pid = match as_tuple(&holder) {
+        Some([Term::Pid(p), r]) if as_atom(r) == Some("true") => Pid::from(p),
+        _ => panic!("erl took the lock: {holder}"),
+    };
+    assert!(
+        global
+            .set_lock(atom("res2"), atom("rust_side"), None, Some(0))
+            .await
+            .is_none(),
+        "the Rust side cannot take a lock erl holds"
+    );
+    let waiter = {
+        let global = global.clone();
+        tokio::spawn(async move {
+            global
+                .set_lock(atom("res2"), atom("rust_side"), None, None)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "a Rust set_lock with retries waits for erl's holder"
+    );
+    node.send(&holder_pid, atom("release"));
+    let got = tokio::time::timeout(GUARD, waiter)
+        .await
+        .expect("set once released")
+        .expect("task");
+    let got = got.expect("the lock is set after erl's release");
+    // The Rust holder's death (here: killed from erl) releases it everywhere.
+    let rust_holder = got.holder().clone();
+    let t = eval(
+        &mut ctl,
+        &b,
+        &format!("exit({}, kill), ok.", erl_pid(&rust_holder)),
+    )
+    .await;
+    assert_eq!(as_atom(&t), Some("ok"));
+    for erl in [&a, &b] {
+        eventually("a killed Rust holder's lock goes", async || {
+            as_atom(
+                &eval(
+                    &mut ctl,
+                    erl,
+                    "global:trans({res2, erl_side}, fun() -> ran end, [node() | nodes()], 0).",
+                )
+                .await,
+            ) == Some("ran")
+        })
+        .await;
+    }
+    drop(got);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_holding_a_lock_leaves_no_stuck_lock() {
+    require_erl!();
+    let (_epmd, node, mut ctl, mut erls) = cluster("gkill", 2).await;
+    let global = node.global().expect("global");
+    for erl in &erls {
+        assert_eq!(erl_sync(&mut ctl, &erl.name).await, "ok");
+    }
+    let (a, b) = (erls[0].name.clone(), erls[1].name.clone());
+    eventually("global meshes the Erlang nodes", async || {
+        eval(&mut ctl, &a, "nodes().")
+            .await
+            .to_string()
+            .contains(b.as_str())
+    })
+    .await;
+    let holder = eval(&mut ctl, &b, &erl_lock_holder("{res3, on_b}")).await;
+    assert!(
+        holder.to_string().contains("true"),
+        "b took the lock: {holder}"
+    );
+    assert!(
+        global
+            .set_lock(atom("res3"), atom("rust_side"), None, Some(0))
+            .await
+            .is_none()
+    );
+    erls[1].kill();
+    let lock = tokio::time::timeout(
+        GUARD,
+        global.set_lock(atom("res3"), atom("rust_side"), None, None),
+    )
+    .await
+    .expect("the lock of a killed node's holder goes")
+    .expect("set");
+    lock.release().await;
+    let t = eval(
+        &mut ctl,
+        &a,
+        "global:trans({res3, on_a}, fun() -> ran end, [node() | nodes()], 0).",
+    )
+    .await;
+    assert_eq!(as_atom(&t), Some("ran"));
+    assert_eq!(erl_sync(&mut ctl, &a).await, "ok");
+    assert_eq!(node.connected_nodes(), vec![a.clone()]);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_nodes_exit_takes_its_names_away_everywhere() {
+    require_erl!();
+    let (_epmd, node, mut ctl, erls) = cluster("gexit", 1).await;
+    let a = erls[0].name.clone();
+    // A second Rust node, whose names the Erlang node must drop when it goes.
+    let other = Node::start(rust_config(&unique("rgexitb"), "c_gexit", _epmd.port))
+        .await
+        .expect("second node");
+    assert!(other.connect(&a).await);
+    let g = other.global().expect("global");
+    assert_eq!(erl_sync(&mut ctl, &a).await, "ok");
+    tokio::time::timeout(GUARD, g.sync()).await.expect("sync");
+    let (p, _mb) = other.spawn_mailbox(8);
+    assert!(g.register_name(atom("leaving"), &p).await);
+    let seen = eval(&mut ctl, &a, "global:whereis_name(leaving).").await;
+    assert_eq!(pid_of(&seen), Some(p.clone()));
+    eventually("the first Rust node learns the name", async || {
+        node.global().and_then(|g| g.whereis_name(&atom("leaving"))) == Some(p.clone())
+    })
+    .await;
+    other.shutdown().await;
+    eventually("the name goes on erl", async || {
+        as_atom(&eval(&mut ctl, &a, "global:whereis_name(leaving).").await) == Some("undefined")
+    })
+    .await;
+    eventually("the name goes on the other Rust node", async || {
+        node.global()
+            .and_then(|g| g.whereis_name(&atom("leaving")))
+            .is_none()
+    })
+    .await;
+    assert_eq!(erl_sync(&mut ctl, &a).await, "ok");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clash_between_two_clusters_is_resolved_as_otp_resolves_it() {
+    require_erl!();
+    // Cluster 1: Rust node r1 and erl a ("e..."); cluster 2: Rust node r2
+    // and erl z ("z..."). Each registers two names the other also holds.
+    let epmd = TestEpmd::start().await;
+    let cookie = "c_gclash";
+    let r1 = Node::start(rust_config(&unique("rgclash"), cookie, epmd.port))
+        .await
+        .expect("r1");
+    let r2 = Node::start(rust_config(&unique("rgclash"), cookie, epmd.port))
+        .await
+        .expect("r2");
+    let mut ctl1 = Ctl::new(&r1);
+    let mut ctl2 = Ctl::new(&r2);
+    let a = Erl::start(&unique("egclash"), cookie, epmd.port, r1.name(), &[]);
+    ctl1.agent_up(&a.name).await;
+    let z = Erl::start(&unique("zgclash"), cookie, epmd.port, r2.name(), &[]);
+    ctl2.agent_up(&z.name).await;
+    assert_eq!(erl_sync(&mut ctl1, &a.name).await, "ok");
+    assert_eq!(erl_sync(&mut ctl2, &z.name).await, "ok");
+    let (g1, g2) = (r1.global().expect("g1"), r2.global().expect("g2"));
+    let spawn_waiter = "P = spawn(fun() -> receive stop -> ok end end), ";
+    // `one`: held by r1 (Rust) and by z (Erlang): r1's name sorts first,
+    // so random_exit_name keeps r1's holder and kills z's.
+    let (one_rust, _mb1) = r1.spawn_mailbox(8);
+    assert!(g1.register_name(atom("one"), &one_rust).await);
+    let one_erl = pid_of(
+        &eval(
+            &mut ctl2,
+            &z.name,
+            &format!("{spawn_waiter} yes = global:register_name(one, P), P."),
+        )
+        .await,
+    )
+    .expect("pid");
+    // `two`: held by a (Erlang) and by r2 (Rust): a's name sorts first, so
+    // r2's holder is killed.
+    let two_erl = pid_of(
+        &eval(
+            &mut ctl1,
+            &a.name,
+            &format!("{spawn_waiter} yes = global:register_name(two, P), P."),
+        )
+        .await,
+    )
+    .expect("pid");
+    let (two_rust, _mb2) = r2.spawn_mailbox(8);
+    assert!(g2.register_name(atom("two"), &two_rust).await);
+    assert!(
+        r1.connected_nodes() == vec![a.name.clone()]
+            && r2.connected_nodes() == vec![z.name.clone()]
+    );
+
+    // The clusters join.
+    let joined = eval(
+        &mut ctl1,
+        &a.name,
+        &format!("net_kernel:connect_node('{}').", z.name),
+    )
+    .await;
+    assert_eq!(as_atom(&joined), Some("true"));
+    for (ctl, erl) in [(&mut ctl1, &a.name), (&mut ctl2, &z.name)] {
+        eventually("the four nodes are one cluster", async || {
+            eval(ctl, erl, "length(nodes()).").await.to_string() == "3"
+        })
+        .await;
+        assert_eq!(erl_sync(ctl, erl).await, "ok");
+    }
+    tokio::time::timeout(GUARD, g1.sync()).await.expect("sync");
+    tokio::time::timeout(GUARD, g2.sync()).await.expect("sync");
+    eventually("z's holder of `one` was killed", async || {
+        as_atom(
+            &eval(
+                &mut ctl2,
+                &z.name,
+                &format!("is_process_alive({}).", erl_pid(&one_erl)),
+            )
+            .await,
+        ) == Some("false")
+    })
+    .await;
+    eventually("r2's holder of `two` was killed", async || {
+        !r2.is_alive(&two_rust)
+    })
+    .await;
+    assert!(r1.is_alive(&one_rust), "r1's holder of `one` lives");
+    let two_alive = eval(
+        &mut ctl1,
+        &a.name,
+        &format!("is_process_alive({}).", erl_pid(&two_erl)),
+    )
+    .await;
+    assert_eq!(
+        as_atom(&two_alive),
+        Some("true"),
+        "a's holder of `two` lives"
+    );
+    // Every node agrees on the winners.
+    for g in [&g1, &g2] {
+        eventually("the Rust nodes agree", async || {
+            g.whereis_name(&atom("one")) == Some(one_rust.clone())
+                && g.whereis_name(&atom("two")) == Some(two_erl.clone())
+        })
+        .await;
+    }
+    for (ctl, erl) in [(&mut ctl1, &a.name), (&mut ctl2, &z.name)] {
+        let one = eval(ctl, erl, "global:whereis_name(one).").await;
+        let two = eval(ctl, erl, "global:whereis_name(two).").await;
+        assert_eq!(
+            (pid_of(&one), pid_of(&two)),
+            (Some(one_rust.clone()), Some(two_erl.clone())),
+            "on {erl}"
+        );
+    }
+    assert_eq!(r1.connected_nodes().len(), 3, "no one was disconnected");
+    r1.shutdown().await;
+    r2.shutdown().await;
+}
+
+/// An expression that makes `pid` on its own node (`c:pid/3` needs the
+/// node to be the local one; a remote pid goes through term_to_binary).
+fn erl_pid(pid: &Pid) -> String {
+    let bytes = {
+        let mut buf = Vec::new();
+        Term::from(eetf::Pid::from(pid))
+            .encode(&mut buf)
+            .expect("encodes");
+        buf
+    };
+    format!(
+        "binary_to_term(<<{}>>)",
+        bytes
+            .iter()
+            .map(u8::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
