@@ -1238,3 +1238,6 @@ fn extra_info(extra: &Term, key: &str) -> Option<Term> {
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests;
