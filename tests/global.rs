@@ -570,3 +570,51 @@ fn erl_pid(pid: &Pid) -> String {
             .join(",")
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_global_name_server_is_restarted_with_its_names_and_locks() {
+    require_erl!();
+    let (_epmd, node, mut ctl, erls) = cluster("grestart", 1).await;
+    let a = erls[0].name.clone();
+    let global = node.global().expect("global");
+    assert_eq!(erl_sync(&mut ctl, &a).await, "ok");
+    let (p, _mb) = node.spawn_mailbox(8);
+    assert!(global.register_name(atom("kept"), &p).await);
+    let old = node.whereis("global_name_server").expect("registered");
+    let t = eval(&mut ctl, &a, &format!("exit({}, kill).", erl_pid(&old))).await;
+    assert_eq!(as_atom(&t), Some("true"));
+    eventually("global_name_server is restarted", async || {
+        node.whereis("global_name_server")
+            .is_some_and(|new| new != old)
+    })
+    .await;
+    // The names stay, registration works both ways, sync returns.
+    assert_eq!(global.whereis_name(&atom("kept")), Some(p.clone()));
+    let theirs = pid_of(
+        &eval(
+            &mut ctl,
+            &a,
+            "P = spawn(fun() -> receive stop -> ok end end), yes = global:register_name(after_restart, P), P.",
+        )
+        .await,
+    )
+    .expect("pid");
+    assert_eq!(global.whereis_name(&atom("after_restart")), Some(theirs));
+    let (q, _mbq) = node.spawn_mailbox(8);
+    assert!(global.register_name(atom("mine_after_restart"), &q).await);
+    let seen = eval(&mut ctl, &a, "global:whereis_name(mine_after_restart).").await;
+    assert_eq!(pid_of(&seen), Some(q));
+    // The name of a holder that ends after the restart still goes (the new
+    // incarnation monitors the holders again).
+    node.exit_process(&p, atom("normal"));
+    eventually("kept goes with its holder", async || {
+        as_atom(&eval(&mut ctl, &a, "global:whereis_name(kept).").await) == Some("undefined")
+    })
+    .await;
+    eventually("kept leaves the Rust node's table", async || {
+        !global.registered_names().contains(&atom("kept"))
+    })
+    .await;
+    assert_eq!(erl_sync(&mut ctl, &a).await, "ok");
+    node.shutdown().await;
+}

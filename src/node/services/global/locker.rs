@@ -168,6 +168,11 @@ impl Locker {
             match pick(&m) {
                 Pick::Take => return Ok(m),
                 Pick::Drop => {}
+                Pick::Keep if self.queue.len() >= super::LOCKER_QUEUE => {
+                    tracing::warn!(
+                        "global: the locker's queue is full; a message to it is dropped"
+                    );
+                }
                 Pick::Keep => self.queue.push_back(m),
             }
         }

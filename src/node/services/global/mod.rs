@@ -49,7 +49,7 @@ use crate::node::{Node, NodeEvent};
 /// Messages queued toward the locker before global_name_server stops
 /// handing it more (it then logs and drops them; only a flood from a peer
 /// gets there, since the locker takes each exchange's messages in turn).
-const LOCKER_QUEUE: usize = 4096;
+pub(crate) const LOCKER_QUEUE: usize = 4096;
 
 /// What global keeps on a node, shared by the service, the locker and the
 /// [`Global`] handle.
@@ -183,8 +183,12 @@ async fn serve(shared: Arc<Shared>, node: Node, me: Pid, mut mailbox: Mailbox) {
     }
 }
 
-/// The visible peers connected now.
+/// The visible peers connected now: those global exchanges with (none
+/// when this node is hidden, since all its connections are hidden then).
 fn visible(node: &Node) -> Vec<Arc<str>> {
+    if node.core().config.hidden {
+        return Vec::new();
+    }
     node.core()
         .connected()
         .into_iter()
