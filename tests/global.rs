@@ -14,7 +14,7 @@ mod node_support;
 use std::time::Duration;
 
 use eetf::Term;
-use flack::node::term::{as_atom, as_list, as_tuple, atom, tuple};
+use flack::node::term::{as_atom, as_tuple, atom, tuple};
 use flack::node::{Node, Pid, Received};
 use node_support::*;
 
@@ -160,7 +160,7 @@ async fn sync_returns_on_every_erlang_node_and_names_cross_both_ways() {
 
     // Rust -> Erlang: a Rust process's name is seen on both erl nodes,
     // also by a whereis_name rpc'd from one Erlang node to the other.
-    let (mine, _mailbox) = node.spawn_mailbox(8);
+    let (mine, mut mailbox) = node.spawn_mailbox(8);
     assert!(global.register_name(atom("from_rust"), &mine).await);
     assert!(
         !global.register_name(atom("from_erl"), &mine).await,
@@ -189,6 +189,16 @@ async fn sync_returns_on_every_erlang_node_and_names_cross_both_ways() {
     assert_eq!(pid_of(&on_rust), Some(holder.clone()));
     // A message through the global name reaches the Rust process.
     eval(&mut ctl, b, "global:send(from_rust, hello_global), ok.").await;
+    let got = mailbox
+        .receive(GUARD, |r| match r {
+            Received::Message(_, m) if as_atom(m) == Some("hello_global") => Some(()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        got.is_some(),
+        "global:send/2 on erl reaches the Rust holder"
+    );
 
     // Unregistration from either side reaches the other.
     global.unregister_name(atom("from_rust")).await;

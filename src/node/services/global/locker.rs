@@ -414,7 +414,10 @@ impl Locker {
         let pick = rand::random_range(0..list.len());
         let him = list[pick].clone();
         let lock_id = locker_lock_id(&self.me, &him.locker);
-        if !self.lock_nodes_safely(&lock_id, &[him.node.clone()]).await {
+        if !self
+            .lock_nodes_safely(&lock_id, std::slice::from_ref(&him.node))
+            .await
+        {
             return Ok(());
         }
         let mut known1 = vec![self.me_node(), him.node.clone()];

@@ -751,13 +751,13 @@ impl GlobalServer {
                 his,
             ]),
         });
-        match std::mem::replace(&mut self.peer(node).save_ops, SaveOps::Ops(ops)) {
-            SaveOps::Resolved {
-                his_known,
-                names_ext,
-                his_resolved,
-            } => self.resolved(node, his_resolved, &his_known, &names_ext, out),
-            _ => {}
+        if let SaveOps::Resolved {
+            his_known,
+            names_ext,
+            his_resolved,
+        } = std::mem::replace(&mut self.peer(node).save_ops, SaveOps::Ops(ops))
+        {
+            self.resolved(node, his_resolved, &his_known, &names_ext, out);
         }
     }
 
