@@ -628,3 +628,60 @@ async fn a_killed_global_name_server_is_restarted_with_its_names_and_locks() {
     assert_eq!(erl_sync(&mut ctl, &a).await, "ok");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_nodes_alone_sync_and_share_names_and_locks() {
+    // No erl here: both ends of every exchange are Rust, so the Rust
+    // locker must start the locking itself.
+    let epmd = TestEpmd::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(
+            Node::start(rust_config(&unique("rgonly"), "c_gonly", epmd.port))
+                .await
+                .expect("node"),
+        );
+    }
+    for other in &nodes[1..] {
+        assert!(nodes[0].connect(other.name()).await);
+    }
+    let globals: Vec<_> = nodes.iter().map(|n| n.global().expect("global")).collect();
+    for g in &globals {
+        tokio::time::timeout(GUARD, g.sync())
+            .await
+            .expect("sync returns");
+    }
+    eventually("global meshes the three", async || {
+        nodes.iter().all(|n| n.connected_nodes().len() == 2)
+    })
+    .await;
+    let (p, _mb) = nodes[2].spawn_mailbox(8);
+    assert!(globals[2].register_name(atom("only_rust"), &p).await);
+    for g in &globals {
+        assert_eq!(g.whereis_name(&atom("only_rust")), Some(p.clone()));
+    }
+    let lock = globals[0]
+        .set_lock(atom("r"), atom("one"), None, Some(0))
+        .await
+        .expect("set");
+    assert!(
+        globals[1]
+            .set_lock(atom("r"), atom("two"), None, Some(0))
+            .await
+            .is_none()
+    );
+    lock.release().await;
+    let lock = globals[1]
+        .set_lock(atom("r"), atom("two"), None, Some(0))
+        .await
+        .expect("free again");
+    drop(lock);
+    nodes[2].shutdown().await;
+    eventually("the name goes with its node", async || {
+        globals[0].whereis_name(&atom("only_rust")).is_none()
+    })
+    .await;
+    for n in &nodes[..2] {
+        n.shutdown().await;
+    }
+}

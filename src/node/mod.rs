@@ -180,7 +180,8 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Starts the node: with a name, listens, makes sure EPMD runs,
-    /// registers, and starts `net_kernel`, `rex` and the mesh keeper.
+    /// registers, and starts `net_kernel`, `rex`, the mesh keeper and
+    /// `global_name_server`.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let Some(name) = config.name.clone() else {
             let core = Arc::new(Core::new(Arc::from(pid::NO_NODE), 0, String::new(), config));
@@ -253,7 +254,7 @@ impl Node {
     }
 
     /// The supervised services (`net_kernel`, `rex`, `flack_mesh`,
-    /// `gproc_dist`) and how each stands.
+    /// `global_name_server`, `gproc_dist`) and how each stands.
     pub fn services(&self) -> Vec<ServiceStatus> {
         self.core.services.statuses()
     }
