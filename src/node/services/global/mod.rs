@@ -110,11 +110,13 @@ async fn serve(shared: Arc<Shared>, node: Node, me: Pid, mut mailbox: Mailbox) {
     let (locker_tx, locker_rx) = mpsc::channel::<LockerMsg>(LOCKER_QUEUE);
     let (lock_is_set_tx, mut lock_is_set_rx) = mpsc::unbounded_channel::<LockIsSet>();
     let (locker_pid, locker_mailbox) = node.spawn_mailbox(1024);
-    let again = {
+    {
         let mut state = shared.state.lock();
         state.set_locker(locker_pid.clone());
-        state.restart()
-    };
+        // Exchanges a previous incarnation left unfinished start afresh
+        // below, with every connected peer global does not know yet.
+        state.restart();
+    }
     let locker = Locker::new(
         node.clone(),
         locker_pid.clone(),
@@ -144,13 +146,11 @@ async fn serve(shared: Arc<Shared>, node: Node, me: Pid, mut mailbox: Mailbox) {
     };
     let mut events = node.subscribe();
     // Every holder monitored again (a new incarnation has new monitors), and
-    // the exchanges the previous one left unfinished started afresh, as
-    // well as those with peers that connected before we were up.
+    // an exchange with every peer that connected before we were up (nodeup
+    // skips those global knows already).
     let holders = shared.state.lock().all_holders();
     io.watch(holders);
-    let mut ups: Vec<Arc<str>> = again;
-    ups.extend(visible(&node));
-    for peer in ups {
+    for peer in visible(&node) {
         io.step(|s, out| s.nodeup(&peer, out));
     }
     loop {

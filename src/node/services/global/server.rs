@@ -240,20 +240,14 @@ impl GlobalServer {
     }
 
     /// A new incarnation of the service: exchanges under way are dropped
-    /// (their lockers and resolvers are gone) and the peers they were with
-    /// are returned, to be connected again with [`GlobalServer::nodeup`].
-    /// Names, locks and synced peers stay; syncers are answered by nobody
-    /// any more and are dropped.
-    pub fn restart(&mut self) -> Vec<Arc<str>> {
-        let mut again: BTreeSet<Arc<str>> = self.pending.keys().cloned().collect();
-        again.extend(self.resolvers.keys().cloned());
-        again.extend(self.peers.keys().cloned());
+    /// (their lockers and resolvers are gone), to be started again with
+    /// [`GlobalServer::nodeup`]. Names, locks, known and synced peers stay;
+    /// syncers are answered by nobody any more and are dropped.
+    pub fn restart(&mut self) {
         self.pending.clear();
         self.resolvers.clear();
         self.peers.clear();
         self.syncers.clear();
-        again.retain(|n| !self.known.contains_key(n));
-        again.into_iter().collect()
     }
 
     // ----- queries ---------------------------------------------------------
