@@ -685,3 +685,58 @@ async fn rust_nodes_alone_sync_and_share_names_and_locks() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_disconnect_the_nodes_exchange_again_and_sync() {
+    require_erl!();
+    let (_epmd, node, mut ctl, erls) = cluster("gdisc", 2).await;
+    let global = node.global().expect("global");
+    let (a, b) = (erls[0].name.clone(), erls[1].name.clone());
+    for erl in [&a, &b] {
+        assert_eq!(erl_sync(&mut ctl, erl).await, "ok");
+    }
+    let (mine, _mb) = node.spawn_mailbox(8);
+    assert!(global.register_name(atom("rust_name"), &mine).await);
+    let theirs = pid_of(
+        &eval(
+            &mut ctl,
+            &a,
+            "P = spawn(fun() -> receive stop -> ok end end), yes = global:register_name(erl_name, P), P.",
+        )
+        .await,
+    )
+    .expect("pid");
+    // a drops the Rust node. With prevent_overlapping_partitions (on by
+    // default in OTP 25) a tells b, and b asks the Rust node to disconnect
+    // it too: the Rust node obeys, as an Erlang node would.
+    let t = eval(
+        &mut ctl,
+        &a,
+        &format!("erlang:disconnect_node('{}').", node.name()),
+    )
+    .await;
+    assert_eq!(as_atom(&t), Some("true"));
+    eventually("a's names leave the Rust node with a", async || {
+        global.whereis_name(&atom("erl_name")).is_none()
+    })
+    .await;
+    // Connected again, every node exchanges again and syncs.
+    eventually("the Rust node reconnects", async || {
+        node.connect(&a).await && node.connect(&b).await
+    })
+    .await;
+    for erl in [&a, &b] {
+        assert_eq!(
+            erl_sync(&mut ctl, erl).await,
+            "ok",
+            "sync on {erl} after the reconnect"
+        );
+        let seen = eval(&mut ctl, erl, "global:whereis_name(rust_name).").await;
+        assert_eq!(pid_of(&seen), Some(mine.clone()), "rust_name on {erl}");
+    }
+    tokio::time::timeout(GUARD, global.sync())
+        .await
+        .expect("sync");
+    assert_eq!(global.whereis_name(&atom("erl_name")), Some(theirs));
+    node.shutdown().await;
+}
