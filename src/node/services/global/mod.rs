@@ -106,6 +106,9 @@ impl Service for GlobalService {
 async fn serve(shared: Arc<Shared>, node: Node, me: Pid, mut mailbox: Mailbox) {
     let stop = node.core().shutdown.child_token();
     let _stop_on_exit = stop.clone().drop_guard();
+    // Unbounded, but never long: a resolver reports once per exchange, a
+    // sync_others task once per node, and the locker waits for the end of
+    // each exchange after its one lock_is_set.
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel::<Internal>();
     let (locker_tx, locker_rx) = mpsc::channel::<LockerMsg>(LOCKER_QUEUE);
     let (lock_is_set_tx, mut lock_is_set_rx) = mpsc::unbounded_channel::<LockIsSet>();
