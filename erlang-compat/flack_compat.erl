@@ -98,6 +98,12 @@ run({spawn_burst, Node, N}) ->
     Reqs = [erlang:spawn_request(Node, erlang, node, [], [monitor]) || _ <- lists:seq(1, N)],
     _ = Reqs,
     count_spawns(N, 0, 0);
+run({eval, Text}) ->
+    %% An Erlang expression sequence, for tests that need funs (global).
+    {ok, Tokens, _} = erl_scan:string(Text),
+    {ok, Exprs} = erl_parse:parse_exprs(Tokens),
+    {value, Value, _} = erl_eval:exprs(Exprs, erl_eval:new_bindings()),
+    Value;
 run(halt) -> erlang:halt();
 run(Other) -> {unknown_command, Other}.
 

@@ -91,6 +91,8 @@ pub(crate) struct Core {
     /// The TLS setup when the distribution runs over TLS
     /// (`-proto_dist inet_tls`), loaded from `config.tls` at start.
     pub tls: Option<crate::node::dist::tls::DistTls>,
+    /// OTP's `global` on this node, once started.
+    pub global: std::sync::OnceLock<Arc<super::services::global::Shared>>,
 }
 
 impl Core {
@@ -116,6 +118,7 @@ impl Core {
             system: Mutex::new(None),
             services: Default::default(),
             tls: None,
+            global: std::sync::OnceLock::new(),
         }
     }
 

@@ -7,7 +7,8 @@
 //! - [`monitors`], [`links`]: pure bookkeeping of monitors and links.
 //! - [`epmd`]: the EPMD client, and the EPMD server `flack epmd` runs.
 //! - [`dist`]: flags, handshake, connections and control messages.
-//! - [`services`]: `net_kernel`, `rex`, `erpc` spawn requests, the mesh.
+//! - [`services`]: `net_kernel`, `rex`, `erpc` spawn requests, the mesh,
+//!   and OTP's `global` ([`services::global`], used through [`Node::global`]).
 //! - [`supervisor`]: restarts those services (and gproc_dist) when their
 //!   processes end, within a limit, and reports a service that stays down.
 //!
@@ -179,7 +180,8 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Starts the node: with a name, listens, makes sure EPMD runs,
-    /// registers, and starts `net_kernel`, `rex` and the mesh keeper.
+    /// registers, and starts `net_kernel`, `rex`, the mesh keeper and
+    /// `global_name_server`.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let Some(name) = config.name.clone() else {
             let core = Arc::new(Core::new(Arc::from(pid::NO_NODE), 0, String::new(), config));
@@ -216,6 +218,7 @@ impl Node {
         services::net_kernel::start(&node);
         services::rex::start(&node);
         services::mesh::start(&node, node.core.config.mesh_interval);
+        services::global::start(&node);
         tokio::spawn(dist::connection::accept_loop(core.clone(), listener));
         tracing::info!(
             "node {} up on port {port} (creation {}, distribution over {})",
@@ -251,7 +254,7 @@ impl Node {
     }
 
     /// The supervised services (`net_kernel`, `rex`, `flack_mesh`,
-    /// `gproc_dist`) and how each stands.
+    /// `global_name_server`, `gproc_dist`) and how each stands.
     pub fn services(&self) -> Vec<ServiceStatus> {
         self.core.services.statuses()
     }

@@ -1,5 +1,6 @@
 //! The node's supervisor: keeps its core services (`net_kernel`, `rex`,
-//! `flack_mesh`; in a cluster also `gproc_dist` and `flack_fanout`) running
+//! `flack_mesh`, `global_name_server`; in a cluster also `gproc_dist` and
+//! `flack_fanout`) running
 //! under their registered names, and says so when one cannot be kept
 //! running.
 //!

@@ -1,8 +1,9 @@
 //! Keeps the mesh full: an Erlang peer that connects to us expects us to be
-//! reachable by every node it knows, and Erlang's `global` (which meshes
-//! Erlang nodes) does not know us. So on every `nodeup` and then every
-//! `interval`, we ask each visible peer's `rex` for `erlang:nodes()` and
-//! connect to the nodes we are not connected to yet.
+//! reachable by every node it knows. OTP's `global` meshes the cluster
+//! (this node takes part, see [`super::global`]), but not when a peer runs
+//! without it or a node-up exchange is cut short; so on every `nodeup` and
+//! then every `interval`, we also ask each visible peer's `rex` for
+//! `erlang:nodes()` and connect to the nodes we are not connected to yet.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,17 +4,20 @@
 //!
 //! Nothing a peer sends runs code here: calls are answered from a fixed
 //! table ([`eval`]): `erlang:node/0`, `erlang:nodes/0,1`,
-//! `erlang:whereis/1` (what an operator asks first about a service), and
+//! `erlang:whereis/1` (what an operator asks first about a service),
+//! `global:resolve_it/4` (global's clash resolution runs it on the node of
+//! the name's holder), `global:whereis_name/1`, `global:registered_names/0`,
+//! and
 //! an `undef` error for everything else, so an `rpc:call` returns at once.
 //!
 //! Each runs under the node's [`super::supervisor`]: when its process
 //! ends (killed by a peer, or a panic), a new one is registered under its
 //! name, within the restart limit [`Intensity::NODE_SERVICE`].
 //!
-//! `global` is not among them on purpose: see the README's "Erlang
-//! distribution" section. `global_name_server` is not registered, so
-//! global's `init_connect` is dropped and the node stays unknown to global.
+//! [`global`] is OTP's `global` (`global_name_server` and its locker):
+//! its own module, since it is a protocol of its own.
 
+pub mod global;
 pub mod mesh;
 pub mod net_kernel;
 pub mod rex;
@@ -57,7 +60,7 @@ pub(crate) fn start_service<F, Fut>(
 pub(crate) fn serve_calls(
     node: &crate::node::Node,
     name: &'static str,
-    answer: impl Fn(&Core, &Term) -> Term + Send + Sync + 'static,
+    answer: impl Fn(&std::sync::Arc<Core>, &Term) -> Term + Send + Sync + 'static,
 ) {
     use crate::node::mailbox::Received;
     let answer = std::sync::Arc::new(answer);
@@ -102,7 +105,12 @@ pub fn gen_call(msg: &Term) -> Option<(&Term, &Term)> {
 
 /// The answer to `apply(M, F, Args)` on this node: `Ok(value)` for the
 /// functions we serve, `Err(reason)` (an `undef` error) for the rest.
-pub(crate) fn eval(core: &Core, m: &Term, f: &Term, args: &Term) -> Result<Term, Term> {
+pub(crate) fn eval(
+    core: &std::sync::Arc<Core>,
+    m: &Term,
+    f: &Term,
+    args: &Term,
+) -> Result<Term, Term> {
     let arity = as_list(args).map(<[Term]>::len);
     let visible = || {
         core.connected()
@@ -111,6 +119,12 @@ pub(crate) fn eval(core: &Core, m: &Term, f: &Term, args: &Term) -> Result<Term,
             .map(|(n, _)| atom(&n))
             .collect::<Vec<_>>()
     };
+    if as_atom(m) == Some("global")
+        && let (Some(f), Some(args)) = (as_atom(f), as_list(args))
+        && let Some(answer) = global::eval(core, f, args)
+    {
+        return Ok(answer);
+    }
     match (as_atom(m), as_atom(f), arity) {
         (Some("erlang"), Some("node"), Some(0)) => Ok(atom(&core.name)),
         (Some("erlang"), Some("nodes"), Some(0)) => Ok(list(visible())),
