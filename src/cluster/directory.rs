@@ -1279,6 +1279,8 @@ impl RegistryObserver for Directory {
         tokio::spawn(async move {
             let mut turn = this.announcements_turn.subscribe();
             let _ = turn.wait_for(|serving| *serving == ticket).await;
+            // The next batch's turn comes however this task ends.
+            let _next = NextTurn(&this.announcements_turn);
             for (chat, sender, kind) in announcements {
                 if !this.has_local_members(&chat) {
                     continue;
@@ -1286,7 +1288,6 @@ impl RegistryObserver for Directory {
                 this.announce_cluster(&chat, &sender, kind, Audience::Local, false)
                     .await;
             }
-            this.announcements_turn.send_modify(|serving| *serving += 1);
         });
     }
 }
@@ -1341,6 +1342,15 @@ impl Sink<Pending> for Directory {
         batch: &'a mut Vec<Pending>,
     ) -> BoxFuture<'a, ()> {
         Directory::emit(self, chat, first, batch).boxed()
+    }
+}
+
+/// Gives the turn to the next batch of announcements when dropped.
+struct NextTurn<'a>(&'a tokio::sync::watch::Sender<u64>);
+
+impl Drop for NextTurn<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|serving| *serving += 1);
     }
 }
 
