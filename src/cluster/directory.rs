@@ -25,8 +25,8 @@
 //!   `update_counter` (see [`super::sequencer`]). A counter can be
 //!   registered once per owner, so every node follows every registration
 //!   of a chat's counter, increments the lowest owner's, never below the
-//!   highest number it has seen, and takes back its own duplicate; the node
-//!   that empties a chat releases every registration of its counter.
+//!   highest number it has seen; the node that empties a chat releases
+//!   every registration of its counter.
 //!
 //! Members on other nodes whose registration vanishes (their node died or
 //! was cut off, or a merge dropped them) are announced to this node's
@@ -192,9 +192,6 @@ pub struct Directory {
     /// changes, and the ticket whose turn it is.
     announcements_taken: std::sync::atomic::AtomicU64,
     announcements_turn: tokio::sync::watch::Sender<u64>,
-    /// Chats whose counter this node is taking back its own duplicate
-    /// registration of (one `unreg` at a time).
-    taking_back: Mutex<std::collections::HashSet<Arc<str>>>,
     /// The fan-out process of every Rust node in the cluster, by node
     /// (`{n,g,{flack_fanout, Node}}` in the registry).
     fanouts: Mutex<HashMap<Arc<str>, Fanout>>,
@@ -271,7 +268,6 @@ impl Directory {
             cluster: OnceLock::new(),
             routes: Mutex::new(HashMap::new()),
             counters: Mutex::new(HashMap::new()),
-            taking_back: Mutex::new(std::collections::HashSet::new()),
             lost: Mutex::new(LostMembers::new(LOST_MEMORY, LOST_CAPACITY)),
             announcements_taken: std::sync::atomic::AtomicU64::new(0),
             announcements_turn: tokio::sync::watch::Sender::new(0),
@@ -1140,28 +1136,11 @@ impl Directory {
             // Gone with its chat: forget it, so this map stays as small as
             // the set of chats in use.
             counters.remove(chat);
-            return;
         }
-        // A second registration of the counter: if this node's is not the
-        // chosen one, take it back (from a task: this runs on the
-        // gproc_dist process, which must not wait on itself). Requests
-        // already sent for it are refused and retried on the chosen one.
-        let Some(cluster) = self.cluster.get() else {
-            return;
-        };
-        let mine = CounterOwner(eetf::Pid::from(cluster.pid()));
-        if counter.is_duplicate(&mine) && self.taking_back.lock().insert(Arc::from(chat)) {
-            let request = tuple(vec![atom("unreg"), sequence_key(chat), Term::Pid(mine.0)]);
-            let cluster = cluster.clone();
-            let this = self.this.clone();
-            let chat: Arc<str> = Arc::from(chat);
-            tokio::spawn(async move {
-                let _ = cluster.call(request).await;
-                if let Some(this) = this.upgrade() {
-                    this.taking_back.lock().remove(&chat);
-                }
-            });
-        }
+        // A second registration of the counter stays until the chat
+        // empties: every node increments the chosen one. Taking this
+        // node's duplicate back at once (an unreg while the cluster merges)
+        // was seen to leave two candidates stuck in an election under load.
     }
 }
 

@@ -28,8 +28,8 @@
 //! went away, the two sides of a healed partition). Every node then
 //! increments the same one, the lowest owner, adding to its increment the
 //! gap between that counter's value and the highest number it has seen, so
-//! numbers never go back after a merge; a node whose own registration is
-//! not the chosen one takes it back.
+//! numbers never go back after a merge. A second registration stays until
+//! the chat empties (see the directory).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -262,14 +262,6 @@ impl<O: Ord + Clone> ChatCounter<O> {
         self.last += count;
         self.last
     }
-
-    /// Whether `mine` is a second registration that its node should take
-    /// back: another one is known and chosen.
-    pub fn is_duplicate(&self, mine: &O) -> bool {
-        self.registrations.len() > 1
-            && self.registrations.iter().any(|(owner, _)| owner == mine)
-            && self.chosen() != Some(mine)
-    }
 }
 
 #[cfg(test)]
@@ -439,16 +431,14 @@ mod tests {
         b.registered("n2", 7);
         assert_eq!(a.chosen(), Some(&"n1"));
         assert_eq!(b.chosen(), Some(&"n1"));
-        assert!(a.is_duplicate(&"n2") && !a.is_duplicate(&"n1"));
         // The chosen counter lags behind the highest number seen (7): the
         // increment closes the gap, so the next numbers are 8 and 9.
         assert_eq!(a.plan(2), Plan::Increment { owner: "n1", by: 6 });
         a.issued(&"n1", 3 + 6);
         assert_eq!(a.last(), 9);
         assert_eq!(a.plan(1), Plan::Increment { owner: "n1", by: 1 });
-        // The duplicate is taken back: still the same one.
+        // The other registration goes: still the same one.
         a.unregistered(&"n2");
-        assert!(!a.is_duplicate(&"n1"));
         assert_eq!(a.chosen(), Some(&"n1"));
     }
 
