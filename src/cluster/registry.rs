@@ -342,6 +342,164 @@ impl<R> Registry<R> {
     }
 }
 
+/// Remote members whose registration vanished while they were in chats
+/// (their node died, was cut off, or a merge dropped them for a while), so
+/// this node told its members they left. When a merged registry brings one
+/// back into a chat, its members here are told it joined again; until
+/// then, the nodes of a chat's lost members are where its events may still
+/// have to go (see [`LostMembers::nodes_of`]).
+///
+/// Bounded: an entry is forgotten when it is back in all its chats, when
+/// its node registered everything it still has ([`LostMembers::forget_node`]),
+/// after `memory` (a node that never comes back), or, the oldest first,
+/// past `capacity` entries.
+#[derive(Debug)]
+pub struct LostMembers<T> {
+    by_pid: HashMap<Pid, LostMember<T>>,
+    /// Per chat, the nodes of its lost members, with how many there.
+    nodes: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
+    memory: std::time::Duration,
+    capacity: usize,
+}
+
+/// One lost member: its attributes, the chats it was lost from, and when.
+#[derive(Debug)]
+struct LostMember<T> {
+    attrs: UserAttrs,
+    chats: Vec<Arc<str>>,
+    at: T,
+}
+
+impl<T> LostMembers<T>
+where
+    T: Copy + Ord + std::ops::Sub<Output = std::time::Duration>,
+{
+    /// Remembers lost members for `memory`, at most `capacity` of them.
+    pub fn new(memory: std::time::Duration, capacity: usize) -> Self {
+        Self {
+            by_pid: HashMap::new(),
+            nodes: HashMap::new(),
+            memory,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// `pid` vanished from `chats` at `now`; its members were told `left`.
+    pub fn lost(&mut self, pid: Pid, attrs: UserAttrs, chats: Vec<Arc<str>>, now: T) {
+        self.forget_old(now);
+        if self.by_pid.len() >= self.capacity
+            && !self.by_pid.contains_key(&pid)
+            && let Some(oldest) = self
+                .by_pid
+                .iter()
+                .min_by_key(|(_, lost)| lost.at)
+                .map(|(pid, _)| pid.clone())
+        {
+            self.remove(&oldest);
+        }
+        let node = pid.node.clone();
+        let entry = self.by_pid.entry(pid).or_insert(LostMember {
+            attrs,
+            chats: Vec::new(),
+            at: now,
+        });
+        entry.at = now;
+        for chat in chats {
+            if !entry.chats.contains(&chat) {
+                *self
+                    .nodes
+                    .entry(chat.clone())
+                    .or_default()
+                    .entry(node.clone())
+                    .or_default() += 1;
+                entry.chats.push(chat);
+            }
+        }
+    }
+
+    /// `pid` is a member of `chat` again: its attributes if it was lost
+    /// from it (its members here must hear `joined`), once.
+    pub fn rejoined(&mut self, chat: &str, pid: &Pid) -> Option<UserAttrs> {
+        let lost = self.by_pid.get_mut(pid)?;
+        let at = lost.chats.iter().position(|known| &**known == chat)?;
+        let chat = lost.chats.swap_remove(at);
+        let attrs = lost.attrs.clone();
+        if lost.chats.is_empty() {
+            self.by_pid.remove(pid);
+        }
+        Self::unindex(&mut self.nodes, &chat, &pid.node);
+        Some(attrs)
+    }
+
+    /// The nodes with members lost from `chat` that may still be there.
+    pub fn nodes_of(&self, chat: &str) -> Vec<Arc<str>> {
+        self.nodes
+            .get(chat)
+            .map(|nodes| nodes.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// `node` registered again everything it still has (a merge is over,
+    /// or it restarted): its members still lost are gone for good.
+    pub fn forget_node(&mut self, node: &str) {
+        let pids: Vec<Pid> = self
+            .by_pid
+            .keys()
+            .filter(|pid| &*pid.node == node)
+            .cloned()
+            .collect();
+        for pid in pids {
+            self.remove(&pid);
+        }
+    }
+
+    /// Number of lost members remembered.
+    pub fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.by_pid.is_empty()
+    }
+
+    fn remove(&mut self, pid: &Pid) {
+        if let Some(lost) = self.by_pid.remove(pid) {
+            for chat in &lost.chats {
+                Self::unindex(&mut self.nodes, chat, &pid.node);
+            }
+        }
+    }
+
+    fn unindex(nodes: &mut HashMap<Arc<str>, HashMap<Arc<str>, usize>>, chat: &str, node: &str) {
+        let Some(of_chat) = nodes.get_mut(chat) else {
+            return;
+        };
+        if let Some(count) = of_chat.get_mut(node) {
+            *count -= 1;
+            if *count == 0 {
+                of_chat.remove(node);
+            }
+        }
+        if of_chat.is_empty() {
+            nodes.remove(chat);
+        }
+    }
+
+    fn forget_old(&mut self, now: T) {
+        let memory = self.memory;
+        let old: Vec<Pid> = self
+            .by_pid
+            .iter()
+            .filter(|(_, lost)| now >= lost.at && now - lost.at >= memory)
+            .map(|(pid, _)| pid.clone())
+            .collect();
+        for pid in old {
+            self.remove(&pid);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,5 +610,81 @@ mod tests {
         assert_eq!(registry.chats_of(&pid(1)), &[] as &[Arc<str>]);
         assert_eq!(registry.user_count(), 1);
         assert_eq!(registry.chat_count(), 1);
+    }
+
+    #[test]
+    fn lost_members_are_announced_again_once_per_chat() {
+        use std::time::{Duration, Instant};
+        let now = Instant::now();
+        let mut lost = LostMembers::new(Duration::from_secs(60), 100);
+        let chats: Vec<Arc<str>> = vec![Arc::from("x"), Arc::from("y")];
+        lost.lost(pid(1), attrs("ann"), chats, now);
+        assert_eq!(lost.rejoined("x", &pid(2)), None, "never lost");
+        assert_eq!(lost.rejoined("x", &pid(1)), Some(attrs("ann")));
+        assert_eq!(lost.rejoined("x", &pid(1)), None, "once");
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost.rejoined("y", &pid(1)), Some(attrs("ann")));
+        assert!(lost.is_empty(), "back in every chat: forgotten");
+        assert!(lost.nodes_of("x").is_empty() && lost.nodes_of("y").is_empty());
+    }
+
+    #[test]
+    fn the_nodes_of_lost_members_are_known_per_chat_until_they_are_back() {
+        use std::time::{Duration, Instant};
+        let now = Instant::now();
+        let mut lost = LostMembers::new(Duration::from_secs(60), 100);
+        let on = |node: &str, id| Pid::new(Arc::from(node), id, 0, 1);
+        lost.lost(on("b@h", 1), attrs("a"), vec![Arc::from("x")], now);
+        lost.lost(
+            on("b@h", 2),
+            attrs("b"),
+            vec![Arc::from("x"), Arc::from("y")],
+            now,
+        );
+        lost.lost(on("c@h", 3), attrs("c"), vec![Arc::from("y")], now);
+        assert_eq!(lost.nodes_of("x"), vec![Arc::from("b@h")]);
+        let mut y = lost.nodes_of("y");
+        y.sort();
+        assert_eq!(y, vec![Arc::from("b@h"), Arc::from("c@h")]);
+        lost.rejoined("x", &on("b@h", 1));
+        assert_eq!(lost.nodes_of("x"), vec![Arc::from("b@h")], "one still lost");
+        // b registered again all it has: the rest of its members are gone.
+        lost.forget_node("b@h");
+        assert!(lost.nodes_of("x").is_empty());
+        assert_eq!(lost.nodes_of("y"), vec![Arc::from("c@h")]);
+        assert_eq!(lost.rejoined("y", &on("b@h", 2)), None);
+        assert_eq!(lost.len(), 1);
+    }
+
+    #[test]
+    fn lost_members_are_forgotten_after_a_while_and_past_capacity() {
+        use std::time::{Duration, Instant};
+        let start = Instant::now();
+        let mut lost = LostMembers::new(Duration::from_secs(60), 2);
+        lost.lost(pid(1), attrs("a"), vec![Arc::from("x")], start);
+        lost.lost(
+            pid(2),
+            attrs("b"),
+            vec![Arc::from("x")],
+            start + Duration::from_secs(1),
+        );
+        // Past capacity: the oldest goes.
+        lost.lost(
+            pid(3),
+            attrs("c"),
+            vec![Arc::from("x")],
+            start + Duration::from_secs(2),
+        );
+        assert_eq!(lost.len(), 2);
+        assert_eq!(lost.rejoined("x", &pid(1)), None);
+        // Past its memory: forgotten at the next loss.
+        lost.lost(
+            pid(4),
+            attrs("d"),
+            vec![Arc::from("x")],
+            start + Duration::from_secs(61),
+        );
+        assert_eq!(lost.rejoined("x", &pid(2)), None);
+        assert_eq!(lost.rejoined("x", &pid(3)), Some(attrs("c")));
     }
 }

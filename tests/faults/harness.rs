@@ -718,6 +718,33 @@ impl User {
         self.log.lock().sent.len() as u64
     }
 
+    /// The members this user knows of, as its `chat_state` and the
+    /// `joined` and `left` records after it build them, and the user_ids it
+    /// was told joined while it already listed them.
+    pub fn member_list(&self) -> (HashSet<String>, Vec<String>) {
+        let log = self.log.lock();
+        let mut members = HashSet::new();
+        let mut twice = Vec::new();
+        for (_, event) in &log.events {
+            match event {
+                Event::State(ids) => {
+                    members = ids.iter().filter(|id| !id.is_empty()).cloned().collect();
+                }
+                Event::Joined(id) => {
+                    let new = members.insert(id.clone());
+                    if !new {
+                        twice.push(id.clone());
+                    }
+                }
+                Event::Left(id) => {
+                    members.remove(id);
+                }
+                _ => {}
+            }
+        }
+        (members, twice)
+    }
+
     pub fn lefts(&self) -> Vec<(Instant, String)> {
         self.log
             .lock()
@@ -958,6 +985,68 @@ pub fn log_errors(path: &Path) -> Vec<String> {
         })
         .map(str::to_owned)
         .collect()
+}
+
+/// Events a node numbered itself for want of an answer from the cluster
+/// (its "no sequence from the cluster" warnings, each with the number of
+/// events of its batch), over every node's log.
+pub fn locally_numbered(cluster: &Cluster) -> u64 {
+    cluster
+        .slots
+        .iter()
+        .map(|slot| {
+            std::fs::read_to_string(slot.log())
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| line.contains("no sequence from the cluster"))
+                .map(|line| {
+                    line.split_whitespace()
+                        .find_map(|field| field.strip_prefix("events="))
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(1)
+                })
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// Distinct messages that arrived with the same sequence number (in the
+/// one room every user is in), over every user's log: how many numbers were
+/// handed out twice.
+pub fn repeated_sequences(users: &[&User]) -> usize {
+    repeated_sequences_posted(users, |_| true)
+}
+
+/// [`repeated_sequences`] among the messages posted when `counted` holds.
+pub fn repeated_sequences_posted(users: &[&User], counted: impl Fn(Instant) -> bool) -> usize {
+    let posted: HashMap<(String, u64), Instant> = users
+        .iter()
+        .flat_map(|user| {
+            let sent = user.log.lock().sent.clone();
+            sent.into_iter()
+                .map(|(n, at)| ((user.id.clone(), n), at))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut by_sequence: HashMap<u64, HashSet<(String, u64)>> = HashMap::new();
+    for user in users {
+        for (_, event) in &user.log.lock().events {
+            if let Event::Message { from, n, sequence } = event
+                && posted
+                    .get(&(from.clone(), *n))
+                    .is_some_and(|at| counted(*at))
+            {
+                by_sequence
+                    .entry(*sequence)
+                    .or_default()
+                    .insert((from.clone(), *n));
+            }
+        }
+    }
+    by_sequence
+        .values()
+        .filter(|messages| messages.len() > 1)
+        .count()
 }
 
 /// Resident set size of a process, in kB.
