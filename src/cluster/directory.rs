@@ -860,7 +860,7 @@ impl Directory {
         let Some(cluster) = self.cluster.get() else {
             return self.reserve_locally(chat, count);
         };
-        let mine = CounterOwner(eetf::Pid::from(cluster.pid()));
+        let mine = CounterOwner(eetf::Pid::from(&cluster.pid()));
         for _ in 0..SEQUENCE_ATTEMPTS {
             let plan = self
                 .counters
