@@ -813,18 +813,23 @@ impl Election {
                     }
                 }
                 Message::Election => {
+                    // gen_leader's leader starts stage 1 without a word to
+                    // its followers; they keep answering `halt` with
+                    // `hasLeader` naming it, the halter's `isLeader` gets
+                    // `notLeader`, and the lowest candidate restarts its
+                    // election for ever (seen after a 1|1|1 heal, and in
+                    // the partition property test). A leader that gives up
+                    // its lead tells every candidate, as on a `checklead`.
+                    if is_leader {
+                        self.send_election_to_candidates(out);
+                    }
                     out.push(Effect::ElectionStarted);
                     self.start_stage1(out);
                     self.has_become_leader(out);
                 }
                 Message::Checklead(node) => {
                     if self.leader_node.as_ref() != Some(&node) && is_leader {
-                        for candidate in &self.candidates {
-                            out.push(Effect::Send(
-                                Dest::Name(candidate.clone()),
-                                Message::Election,
-                            ));
-                        }
+                        self.send_election_to_candidates(out);
                         out.push(Effect::ElectionStarted);
                         self.start_stage1(out);
                         self.has_become_leader(out);
@@ -875,6 +880,19 @@ impl Election {
                     out.push(Effect::NodeDown(node));
                     out.push(Effect::CheckleadNow);
                 }
+            }
+        }
+    }
+
+    /// `{election}` to every other candidate: a leader that starts an
+    /// election must not leave followers attached to it.
+    fn send_election_to_candidates(&self, out: &mut Vec<Effect>) {
+        for candidate in &self.candidates {
+            if *candidate != self.me {
+                out.push(Effect::Send(
+                    Dest::Name(candidate.clone()),
+                    Message::Election,
+                ));
             }
         }
     }
@@ -978,6 +996,65 @@ mod tests {
         assert!(e.is_leader(), "{:?}", e.status());
         assert_eq!(e.down().len(), 2, "{:?}", e.down());
         e
+    }
+
+    /// A leader told `{election}` (another leader met it after a partition)
+    /// passes it on: its followers must not keep naming it leader while it
+    /// is in the election, or every `halt` they answer sends the halter to
+    /// a node that answers `notLeader`, and the election restarts for ever.
+    #[test]
+    fn a_leader_told_to_elect_tells_every_other_candidate() {
+        let mut e = leader_with_two_down();
+        let out = e.handle(Input::Message(Message::Election), |_| true);
+        assert!(e.in_election(), "{:?}", e.status());
+        let told: Vec<&str> = out
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Send(Dest::Name(node), Message::Election) => Some(&**node),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, ["b@h", "c@h"], "{out:?}");
+
+        // A follower told the same starts its own election and tells nobody.
+        let mut f = Election::new(
+            Arc::from("b@h"),
+            pid("b@h", 1),
+            names(&["a@h", "b@h", "c@h"]),
+            1,
+        );
+        f.start();
+        let leader = pid("a@h", 1);
+        let elid = Elid {
+            pos: 1,
+            incarnation: 1,
+            round: 0,
+        };
+        f.handle(
+            Input::Message(Message::Halt {
+                elid,
+                from: leader.clone(),
+            }),
+            |_| true,
+        );
+        f.handle(
+            Input::Message(Message::Ldr {
+                synch: eetf::Term::from(eetf::List::nil()),
+                elid,
+                workers: Vec::new(),
+                candidates: names(&["a@h", "b@h", "c@h"]),
+                from: leader,
+            }),
+            |_| true,
+        );
+        assert!(!f.in_election() && !f.is_leader(), "{:?}", f.status());
+        let out = f.handle(Input::Message(Message::Election), |_| true);
+        assert!(f.in_election());
+        assert!(
+            !out.iter()
+                .any(|effect| matches!(effect, Effect::Send(_, Message::Election))),
+            "{out:?}"
+        );
     }
 
     #[test]
