@@ -835,9 +835,10 @@ impl Election {
                         self.has_become_leader(out);
                     }
                 }
-                Message::Heartbeat(_) => {
+                Message::Heartbeat(beat) => {
                     if is_leader {
                         self.send_norm_queries(out);
+                        self.query_electing_candidate(&beat, out);
                     }
                 }
                 Message::AckLeader { from, .. } => {
@@ -881,6 +882,34 @@ impl Election {
                     out.push(Effect::CheckleadNow);
                 }
             }
+        }
+    }
+
+    /// A candidate's `{heartbeat, Node}` reaching a leader means that
+    /// candidate is in an election: typically a follower that got a late
+    /// `{election}` (several leaders met after a partition and each told
+    /// every candidate) after it had already surrendered to this leader.
+    /// gen_leader sends `normQ` only to candidates it counts as down, so
+    /// such a follower waited in stage 1 until its candidate timer probed
+    /// (5 s after a 2|1 heal). A `normQ` brings it back at once: it answers
+    /// `notNorm` and gets the leader's `ldr`. The first candidate is left
+    /// out, as in [`Self::send_norm_queries`]: it never waits in stage 1.
+    fn query_electing_candidate(&self, beat: &Beat, out: &mut Vec<Effect>) {
+        let Beat::Node(node) = beat else {
+            return;
+        };
+        if *node != self.me
+            && !self.down.contains(node)
+            && self.candidates.contains(node)
+            && self.candidates.first() != Some(node)
+        {
+            out.push(Effect::Send(
+                Dest::Name(node.clone()),
+                Message::NormQ {
+                    elid: self.elid,
+                    from: self.self_pid.clone(),
+                },
+            ));
         }
     }
 
@@ -1055,6 +1084,51 @@ mod tests {
                 .any(|effect| matches!(effect, Effect::Send(_, Message::Election))),
             "{out:?}"
         );
+    }
+
+    /// A heartbeat from a candidate the leader counts as up means it is in
+    /// an election (a late `{election}`): a `normQ` brings it back.
+    #[test]
+    fn a_leader_queries_an_up_candidate_that_heartbeats() {
+        let mut e = Election::new(
+            Arc::from("b@h"),
+            pid("b@h", 1),
+            names(&["a@h", "b@h", "c@h"]),
+            1,
+        );
+        e.start();
+        e.handle(Input::Down(Arc::from("a@h")), |_| false);
+        let elid = e.elid();
+        e.handle(
+            Input::Message(Message::AckLeader {
+                elid,
+                from: pid("c@h", 1),
+            }),
+            |_| true,
+        );
+        assert!(e.is_leader(), "{:?}", e.status());
+        let queried = |out: &[Effect]| -> Vec<String> {
+            out.iter()
+                .filter_map(|effect| match effect {
+                    Effect::Send(Dest::Name(node), Message::NormQ { .. }) => {
+                        Some(node.to_string())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let out = e.handle(
+            Input::Message(Message::Heartbeat(Beat::Node(Arc::from("c@h")))),
+            |_| true,
+        );
+        assert_eq!(queried(&out), ["c@h"], "{out:?}");
+        // Not the first candidate (it never waits in stage 1), not itself,
+        // and not a candidate already queried as down.
+        let out = e.handle(
+            Input::Message(Message::Heartbeat(Beat::Node(Arc::from("a@h")))),
+            |_| true,
+        );
+        assert!(queried(&out).is_empty(), "{out:?}");
     }
 
     #[test]
