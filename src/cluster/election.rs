@@ -1110,9 +1110,7 @@ mod tests {
         let queried = |out: &[Effect]| -> Vec<String> {
             out.iter()
                 .filter_map(|effect| match effect {
-                    Effect::Send(Dest::Name(node), Message::NormQ { .. }) => {
-                        Some(node.to_string())
-                    }
+                    Effect::Send(Dest::Name(node), Message::NormQ { .. }) => Some(node.to_string()),
                     _ => None,
                 })
                 .collect()

@@ -15,7 +15,7 @@
 //! sequence is assigned. Members are kept in the order they registered, and
 //! every member carries a route (`R`) telling the owner how to reach it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::node::Pid;
@@ -352,10 +352,14 @@ impl<R> Registry<R> {
 /// Bounded: an entry is forgotten when it is back in all its chats, when
 /// its node registered everything it still has ([`LostMembers::forget_node`]),
 /// after `memory` (a node that never comes back), or, the oldest first,
-/// past `capacity` entries.
+/// past `capacity` entries. Each of these costs O(1) per entry: a node
+/// with 17,000 users dying must not cost a scan of all entries per user.
 #[derive(Debug)]
 pub struct LostMembers<T> {
     by_pid: HashMap<Pid, LostMember<T>>,
+    /// When each entry was (last) lost, oldest first. An entry whose time
+    /// no longer matches `by_pid` is stale and skipped.
+    order: VecDeque<(T, Pid)>,
     /// Per chat, the nodes of its lost members, with how many there.
     nodes: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
     memory: std::time::Duration,
@@ -378,6 +382,7 @@ where
     pub fn new(memory: std::time::Duration, capacity: usize) -> Self {
         Self {
             by_pid: HashMap::new(),
+            order: VecDeque::new(),
             nodes: HashMap::new(),
             memory,
             capacity: capacity.max(1),
@@ -387,15 +392,19 @@ where
     /// `pid` vanished from `chats` at `now`; its members were told `left`.
     pub fn lost(&mut self, pid: Pid, attrs: UserAttrs, chats: Vec<Arc<str>>, now: T) {
         self.forget_old(now);
-        if self.by_pid.len() >= self.capacity
-            && !self.by_pid.contains_key(&pid)
-            && let Some(oldest) = self
-                .by_pid
-                .iter()
-                .min_by_key(|(_, lost)| lost.at)
-                .map(|(pid, _)| pid.clone())
-        {
-            self.remove(&oldest);
+        if !self.by_pid.contains_key(&pid) {
+            while self.by_pid.len() >= self.capacity {
+                let Some((at, oldest)) = self.order.pop_front() else {
+                    break;
+                };
+                self.remove_if_lost_at(&oldest, at);
+            }
+        }
+        self.order.push_back((now, pid.clone()));
+        if self.order.len() > 2 * self.capacity + 16 {
+            let by_pid = &self.by_pid;
+            self.order
+                .retain(|(at, pid)| by_pid.get(pid).is_some_and(|lost| lost.at == *at));
         }
         let node = pid.node.clone();
         let entry = self.by_pid.entry(pid).or_insert(LostMember {
@@ -487,15 +496,21 @@ where
     }
 
     fn forget_old(&mut self, now: T) {
-        let memory = self.memory;
-        let old: Vec<Pid> = self
-            .by_pid
-            .iter()
-            .filter(|(_, lost)| now >= lost.at && now - lost.at >= memory)
-            .map(|(pid, _)| pid.clone())
-            .collect();
-        for pid in old {
-            self.remove(&pid);
+        while let Some((at, _)) = self.order.front() {
+            if now < *at || now - *at < self.memory {
+                break;
+            }
+            if let Some((at, pid)) = self.order.pop_front() {
+                self.remove_if_lost_at(&pid, at);
+            }
+        }
+    }
+
+    /// Forgets `pid` if `at` is when it was last lost (an older queue
+    /// entry of a member lost again is stale).
+    fn remove_if_lost_at(&mut self, pid: &Pid, at: T) {
+        if self.by_pid.get(pid).is_some_and(|lost| lost.at == at) {
+            self.remove(pid);
         }
     }
 }
@@ -654,6 +669,43 @@ mod tests {
         assert_eq!(lost.nodes_of("y"), vec![Arc::from("c@h")]);
         assert_eq!(lost.rejoined("y", &on("b@h", 2)), None);
         assert_eq!(lost.len(), 1);
+    }
+
+    /// A member lost again counts from its latest loss: past capacity the
+    /// member lost longest ago goes, not the one lost first.
+    #[test]
+    fn a_member_lost_again_is_the_newest() {
+        use std::time::{Duration, Instant};
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let mut lost = LostMembers::new(Duration::from_secs(60), 2);
+        lost.lost(pid(1), attrs("a"), vec![Arc::from("x")], at(0));
+        lost.lost(pid(2), attrs("b"), vec![Arc::from("x")], at(1));
+        lost.lost(pid(1), attrs("a"), vec![Arc::from("y")], at(2));
+        lost.lost(pid(3), attrs("c"), vec![Arc::from("x")], at(3));
+        assert_eq!(lost.len(), 2);
+        assert_eq!(lost.rejoined("x", &pid(2)), None, "b was lost longest ago");
+        assert!(lost.rejoined("y", &pid(1)).is_some());
+        // Memory counts from the latest loss too.
+        let mut lost = LostMembers::new(Duration::from_secs(60), 10);
+        lost.lost(pid(1), attrs("a"), vec![Arc::from("x")], at(0));
+        lost.lost(pid(1), attrs("a"), vec![Arc::from("y")], at(30));
+        lost.lost(pid(2), attrs("b"), vec![Arc::from("x")], at(61));
+        assert_eq!(lost.len(), 2, "a is remembered 61 s after its first loss");
+        lost.lost(pid(3), attrs("c"), vec![Arc::from("x")], at(91));
+        assert_eq!(
+            lost.rejoined("x", &pid(1)),
+            None,
+            "and forgotten 61 s after its last"
+        );
+        // Many losses and returns keep the queue bounded.
+        let mut many = LostMembers::new(Duration::from_secs(60), 100);
+        for id in 0..10_000 {
+            many.lost(pid(id), attrs("m"), vec![Arc::from("x")], at(0));
+            many.rejoined("x", &pid(id));
+        }
+        assert!(many.is_empty());
+        assert!(many.order.len() <= 2 * 100 + 16, "{}", many.order.len());
     }
 
     #[test]
