@@ -226,6 +226,7 @@ impl Cluster {
         let names: Vec<String> = (0..kinds.len())
             .map(|i| format!("f{i}@127.{b}.{c}.{}", i + 1))
             .collect();
+        let mut web_ports = HashSet::new();
         let slots = kinds
             .iter()
             .enumerate()
@@ -236,7 +237,7 @@ impl Cluster {
                     kind: *kind,
                     name: names[i].clone(),
                     ip: Ipv4Addr::new(127, b, c, i as u8 + 1),
-                    web: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+                    web: SocketAddr::from(([127, 0, 0, 1], web_port(&mut web_ports))),
                     dir,
                     child: None,
                     stopped: false,
@@ -1071,4 +1072,27 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> Op
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
+}
+
+/// A web port for a node, outside the kernel's ephemeral range: a node
+/// restarted mid-test binds its port again, and an ephemeral port (what
+/// `free_port` hands out) can meanwhile be the local end of some outgoing
+/// connection (a test client's, a node's distribution link); an original
+/// node then died at boot with `eaddrinuse`. Distinct within a cluster.
+pub fn web_port(taken: &mut HashSet<u16>) -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16.min(ephemeral_low.saturating_sub(1_000));
+    for _ in 0..if low < ephemeral_low { 1_000 } else { 0 } {
+        let port = rand::random_range(low..ephemeral_low);
+        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
+            return port;
+        }
+    }
+    let port = free_port();
+    taken.insert(port);
+    port
 }
