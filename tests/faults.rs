@@ -237,6 +237,18 @@ fn name_of(users: &[User], id: &str) -> String {
         .map_or_else(|| id.to_owned(), |u| u.name.clone())
 }
 
+/// With original (Erlang) nodes in the cluster, `global` on them is whole
+/// after a fault: `global:sync()` returns and nobody was disconnected
+/// (the Rust nodes run `global` too; see `Cluster::global_problems`).
+async fn assert_global_whole(cluster: &Cluster, what: &str) {
+    if !cluster.slots.iter().any(|slot| slot.kind == Kind::Original) {
+        return;
+    }
+    let problems = cluster.global_problems().await;
+    assert!(problems.is_empty(), "{what}: global: {problems:#?}");
+    println!("{what}: global:sync() returned ok on every original node, which lists every node");
+}
+
 /// Stops the load, lets it drain, and accounts for it with `required`.
 async fn finish(
     what: &str,
@@ -329,6 +341,7 @@ async fn kills_and_restarts(kinds: &[Kind], label: &str) {
             },
             restarted_at.elapsed()
         );
+        assert_global_whole(&cluster, &format!("{label}: restarted {victims:?}")).await;
         for &v in &victims {
             users.extend(users_on(&cluster, v, 2, &format!("r{round}")).await);
         }
@@ -466,6 +479,7 @@ async fn partitions(kinds: &[Kind], label: &str) {
             "{label}: {what} healed: one leader ({after}), followed by all, same registry size, \
              after {took:?}"
         );
+        assert_global_whole(&cluster, &format!("{label}: {what} healed")).await;
         let connected = connected(&users);
         if !kinds.contains(&Kind::Original) {
             assert_eq!(connected.len(), users.len(), "nobody lost the connection");

@@ -415,6 +415,47 @@ impl Cluster {
 
     /// Runs `expr` on node `i` by rpc from a hidden `erl` (original nodes).
     pub async fn rpc(&self, i: usize, expr: &str) -> String {
+        self.rpc_within(i, expr, Duration::from_secs(3)).await
+    }
+
+    /// What is wrong with `global` on the running original nodes: on each,
+    /// `global:sync()` must return `ok` (within 30 s: a Rust node that
+    /// did not take part in global's exchanges would make it wait for
+    /// ever), and `nodes()` must list every other running node (nobody
+    /// disconnected by `prevent_overlapping_partitions`, on by default in
+    /// OTP 25). Empty when all is well.
+    pub async fn global_problems(&self) -> Vec<String> {
+        let alive = self.alive();
+        let mut problems = Vec::new();
+        for &i in &alive {
+            if self.slots[i].kind != Kind::Original {
+                continue;
+            }
+            let out = self
+                .rpc_within(
+                    i,
+                    "{global:sync(), lists:sort(nodes())}",
+                    Duration::from_secs(30),
+                )
+                .await;
+            if !out.starts_with("{ok,") {
+                problems.push(format!("{}: global:sync() gave {out}", self.names[i]));
+                continue;
+            }
+            for &j in &alive {
+                if j != i && !out.contains(&format!("'{}'", self.names[j])) {
+                    problems.push(format!(
+                        "{} does not list {}: {out}",
+                        self.names[i], self.names[j]
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
+    /// [`Cluster::rpc`] with the rpc's own timeout.
+    pub async fn rpc_within(&self, i: usize, expr: &str, within: Duration) -> String {
         static N: AtomicU32 = AtomicU32::new(0);
         let probe = format!(
             "probe{}x{}@127.0.0.1",
@@ -422,9 +463,10 @@ impl Cluster {
             N.fetch_add(1, Ordering::Relaxed)
         );
         let code = format!(
-            "R = rpc:call('{}', erlang, apply, [fun() -> {expr} end, []], 3000), \
+            "R = rpc:call('{}', erlang, apply, [fun() -> {expr} end, []], {}), \
              io:format(\"~0p~n\", [R]), halt().",
-            self.slots[i].name
+            self.slots[i].name,
+            within.as_millis()
         );
         let out = tokio::process::Command::new("erl")
             .args(["-noshell", "-hidden", "-name", &probe, "-setcookie", COOKIE])
@@ -433,7 +475,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output();
-        match tokio::time::timeout(Duration::from_secs(15), out).await {
+        match tokio::time::timeout(within + Duration::from_secs(12), out).await {
             Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
             _ => "timeout".to_owned(),
         }
