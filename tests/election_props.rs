@@ -8,6 +8,12 @@
 //! creation changes when a node restarts): a message to a pid of an earlier
 //! life is lost, and a monitor of one fires at once, as Erlang answers a
 //! monitor of a pid that no longer exists with `noproc`.
+//!
+//! The link between two nodes can also be cut (a partition): what was in
+//! flight either way is lost, monitors across it fire with `noconnection`,
+//! and sends are lost until it heals. A healed link carries nothing until a
+//! node sends across it (Erlang's auto-connect); until then neither side
+//! counts the other as connected.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -36,6 +42,18 @@ struct Sim {
     timers: HashSet<NodeName>,
     /// The creation of each node's current (or last) life.
     creations: HashMap<NodeName, u32>,
+    /// Links cut by a partition, as (lower, higher) name pairs.
+    cuts: HashSet<(NodeName, NodeName)>,
+    /// Links without a connection: cut, or healed and not used since.
+    unconnected: HashSet<(NodeName, NodeName)>,
+}
+
+fn link(a: &NodeName, b: &NodeName) -> (NodeName, NodeName) {
+    if a <= b {
+        (a.clone(), b.clone())
+    } else {
+        (b.clone(), a.clone())
+    }
 }
 
 impl Sim {
@@ -48,8 +66,59 @@ impl Sim {
             monitors: HashSet::new(),
             timers: HashSet::new(),
             creations: HashMap::new(),
+            cuts: HashSet::new(),
+            unconnected: HashSet::new(),
             nodes,
         }
+    }
+
+    /// Whether a message from `from` can reach `to` now; a send over a
+    /// healed link connects it, as Erlang's auto-connect does.
+    fn reach(&mut self, from: &NodeName, to: &NodeName) -> bool {
+        if from == to {
+            return true;
+        }
+        let key = link(from, to);
+        if self.cuts.contains(&key) {
+            return false;
+        }
+        self.unconnected.remove(&key);
+        true
+    }
+
+    /// Whether `from` has a live connection to `to` (what `nodes()` says).
+    fn connected(&self, from: &NodeName, to: &NodeName) -> bool {
+        self.alive.contains(to) && (from == to || !self.unconnected.contains(&link(from, to)))
+    }
+
+    /// Partitions `a` from `b`: in-flight messages are lost and monitors
+    /// across the link fire `noconnection` on both sides.
+    fn cut(&mut self, a: &NodeName, b: &NodeName) {
+        if a == b {
+            return;
+        }
+        let key = link(a, b);
+        self.cuts.insert(key.clone());
+        self.unconnected.insert(key);
+        for (watcher, target) in [(a, b), (b, a)] {
+            let channel = self
+                .channels
+                .entry((target.clone(), watcher.clone()))
+                .or_default();
+            // Messages in flight are lost; DOWNs already fired are local.
+            channel.retain(|input| matches!(input, Input::Down(_)));
+            if self.monitors.remove(&(watcher.clone(), target.clone())) {
+                channel.push_back(Input::Down(target.clone()));
+            }
+        }
+    }
+
+    fn heal(&mut self, a: &NodeName, b: &NodeName) {
+        self.cuts.remove(&link(a, b));
+    }
+
+    fn heal_all(&mut self) {
+        self.cuts.clear();
     }
 
     /// The pid of `node`'s gproc_dist in its current life.
@@ -73,6 +142,9 @@ impl Sim {
             incarnation,
         );
         let effects = machine.start();
+        if std::env::var("SIMDBG").is_ok() {
+            eprintln!("START {node} => {effects:?}");
+        }
         self.machines.insert(node.clone(), machine);
         self.alive.insert(node.clone());
         self.apply(node, effects);
@@ -80,6 +152,12 @@ impl Sim {
 
     fn crash(&mut self, node: &NodeName) {
         self.alive.remove(node);
+        // Its connections die with it; the next life connects anew.
+        for other in self.nodes.clone() {
+            if other != *node {
+                self.unconnected.insert(link(node, &other));
+            }
+        }
         self.machines.remove(node);
         self.timers.remove(node);
         // Messages to the dead node are lost; messages it sent before dying
@@ -119,7 +197,7 @@ impl Sim {
                         }
                         Dest::Pid(pid) => (pid.node.clone(), self.pid_alive(&pid)),
                     };
-                    if alive {
+                    if alive && self.reach(from, &target) {
                         self.monitors.insert((from.clone(), target));
                     } else {
                         self.channels
@@ -161,7 +239,7 @@ impl Sim {
                 }
                 Dest::Pid(pid) => (pid.node.clone(), self.pid_alive(&pid)),
             };
-            if alive && &to != from {
+            if alive && &to != from && self.reach(from, &to) {
                 self.channels
                     .entry((from.clone(), to))
                     .or_default()
@@ -191,12 +269,17 @@ impl Sim {
     }
 
     fn deliver(&mut self, to: &NodeName, input: Input) {
-        let alive = self.alive.clone();
+        let connected: HashSet<NodeName> = self
+            .nodes
+            .iter()
+            .filter(|node| self.connected(to, node))
+            .cloned()
+            .collect();
         let Some(machine) = self.machines.get_mut(to) else {
             return;
         };
         let shown = format!("{input:?}");
-        let effects = machine.handle(input, |node| alive.iter().any(|n| &**n == node));
+        let effects = machine.handle(input, |node| connected.iter().any(|n| &**n == node));
         if std::env::var("SIMDBG").is_ok() {
             eprintln!(
                 "{to} <- {shown}\n    => {:?} {:?} leader={:?} effects={effects:?}",
@@ -341,6 +424,8 @@ enum Action {
     Tick(usize, u8),
     Crash(usize),
     Restart(usize),
+    Cut(usize, usize),
+    Heal(usize, usize),
 }
 
 fn action(count: usize) -> impl Strategy<Value = Action> {
@@ -349,6 +434,8 @@ fn action(count: usize) -> impl Strategy<Value = Action> {
         2 => (any::<usize>(), any::<u8>()).prop_map(|(n, t)| Action::Tick(n, t)),
         1 => (0..count).prop_map(Action::Crash),
         1 => (0..count).prop_map(Action::Restart),
+        1 => (0..count, 0..count).prop_map(|(a, b)| Action::Cut(a, b)),
+        1 => (0..count, 0..count).prop_map(|(a, b)| Action::Heal(a, b)),
     ]
 }
 
@@ -394,6 +481,9 @@ fn replay(count: usize, start_order: &[usize], actions: Vec<Action>, seed: usize
         incarnations[index] = 1;
     }
     for action in actions {
+        if std::env::var("SIMDBG").is_ok() {
+            eprintln!("ACTION {action:?}");
+        }
         match action {
             Action::Deliver(choice) => {
                 sim.step(choice);
@@ -412,9 +502,12 @@ fn replay(count: usize, start_order: &[usize], actions: Vec<Action>, seed: usize
                     incarnations[index] += 1;
                 }
             }
+            Action::Cut(a, b) if a < count && b < count => sim.cut(&name(a + 1), &name(b + 1)),
+            Action::Heal(a, b) if a < count && b < count => sim.heal(&name(a + 1), &name(b + 1)),
             _ => {}
         }
     }
+    sim.heal_all();
     sim.run_to_quiescence(seed);
     sim.assert_one_leader();
 }
@@ -679,5 +772,104 @@ fn regression_a_wait_with_no_timer_running() {
             Action::Tick(11678397351099927300usize, 126u8),
         ],
         1684227767623398082usize,
+    );
+}
+
+/// Found by the property test once partitions were modelled, and the same
+/// stall as after a 1|1|1 heal in `tests/faults.rs`: a leader told
+/// `{election}` started one without telling its follower, which kept
+/// answering `halt` with `hasLeader` naming it; the lowest candidate's
+/// `isLeader` got `notLeader` and it restarted its election for ever.
+#[test]
+fn regression_a_follower_of_a_leader_gone_into_an_election() {
+    replay(
+        4,
+        &[
+            69356437429494464usize,
+            1566095159452942213usize,
+            87564024666872195usize,
+            0usize,
+            7561usize,
+        ],
+        vec![
+            Action::Deliver(7624300263422872826usize),
+            Action::Deliver(3535372307214722636usize),
+            Action::Deliver(13834264407943645119usize),
+            Action::Deliver(13175846690962847065usize),
+            Action::Cut(1, 1),
+            Action::Deliver(9737205071036258484usize),
+            Action::Tick(3387039802795180068usize, 201u8),
+            Action::Deliver(17843810035869845454usize),
+            Action::Deliver(15262967328963250179usize),
+            Action::Deliver(11154129441993529150usize),
+            Action::Restart(3),
+            Action::Deliver(1590053926193585253usize),
+            Action::Deliver(7573982183542160949usize),
+            Action::Deliver(9392223253726448083usize),
+            Action::Deliver(16966295141063210223usize),
+            Action::Heal(3, 0),
+            Action::Deliver(16151877271430023127usize),
+            Action::Deliver(7573750976670205433usize),
+            Action::Heal(3, 0),
+            Action::Deliver(2183137172282212710usize),
+            Action::Deliver(5690505703380264805usize),
+            Action::Deliver(12174700271089086335usize),
+            Action::Deliver(624682410691915150usize),
+            Action::Deliver(17029870801215540319usize),
+            Action::Deliver(3242819269124813623usize),
+            Action::Crash(2),
+            Action::Deliver(11754644652869852087usize),
+            Action::Deliver(4773221375116114991usize),
+            Action::Deliver(1700922065620730443usize),
+            Action::Deliver(5787678160110858936usize),
+            Action::Deliver(17508087113896166441usize),
+            Action::Deliver(4382875930118799027usize),
+            Action::Crash(0),
+            Action::Cut(2, 0),
+            Action::Deliver(2827412858726632099usize),
+            Action::Deliver(8287898764178652279usize),
+            Action::Tick(12074314687745992968usize, 182u8),
+            Action::Tick(10731658422386732701usize, 112u8),
+            Action::Cut(2, 0),
+            Action::Deliver(18045996647932053565usize),
+            Action::Deliver(2647899592355491949usize),
+            Action::Restart(3),
+            Action::Deliver(13050161508867991348usize),
+            Action::Deliver(16913219238775529837usize),
+            Action::Restart(0),
+            Action::Deliver(17177944033186072816usize),
+            Action::Crash(1),
+            Action::Deliver(11678688888731274727usize),
+            Action::Restart(3),
+            Action::Tick(9835004442213153635usize, 29u8),
+            Action::Restart(2),
+            Action::Tick(11230538054262455984usize, 122u8),
+            Action::Deliver(294774101813134465usize),
+            Action::Deliver(1355173414412465652usize),
+            Action::Tick(6661399147053965963usize, 108u8),
+            Action::Tick(11085443390497535860usize, 73u8),
+            Action::Heal(0, 2),
+            Action::Cut(0, 1),
+            Action::Deliver(6355098100765846953usize),
+            Action::Restart(3),
+            Action::Deliver(10211905608275691202usize),
+            Action::Crash(3),
+            Action::Tick(7034572879688759072usize, 134u8),
+            Action::Deliver(6518990458362114808usize),
+            Action::Tick(11544100555523736355usize, 217u8),
+            Action::Deliver(4177686162525670362usize),
+            Action::Tick(3494247867296245346usize, 121u8),
+            Action::Deliver(14836675179872677456usize),
+            Action::Deliver(12214180753459511290usize),
+            Action::Deliver(1667811842197073545usize),
+            Action::Tick(7092675882329226626usize, 31u8),
+            Action::Tick(11974448953979670329usize, 122u8),
+            Action::Deliver(13329021727285789264usize),
+            Action::Deliver(3254257810447738692usize),
+            Action::Restart(3),
+            Action::Deliver(9636906638252094596usize),
+            Action::Deliver(15580358661539526038usize),
+        ],
+        10810725882775267907usize,
     );
 }

@@ -173,6 +173,54 @@ async fn lefts_heard_by(
         .map_or(Duration::ZERO, |t| t - since)
 }
 
+/// Waits (up to 10 s) until every connected user on a Rust node lists
+/// exactly the connected users (of `users`; probes are left out) from its
+/// chat_state and the `joined` and `left` records after it, nobody twice;
+/// returns the users whose lists still differ, with how.
+async fn member_lists(
+    cluster: &Cluster,
+    users: &[User],
+    connected: &HashMap<String, String>,
+) -> Vec<String> {
+    let ours: HashSet<&str> = users.iter().map(|u| u.id.as_str()).collect();
+    let wanted: HashSet<&str> = connected.keys().map(String::as_str).collect();
+    let differences = || -> Vec<String> {
+        users
+            .iter()
+            .filter(|u| u.closed().is_none() && cluster.slots[u.node].kind == Kind::Rust)
+            .filter_map(|u| {
+                let (members, twice) = u.member_list();
+                let members: HashSet<&str> = members
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|id| ours.contains(id))
+                    .collect();
+                let twice: Vec<String> = twice
+                    .iter()
+                    .filter(|id| ours.contains(id.as_str()))
+                    .map(|id| name_of(users, id))
+                    .collect();
+                let missing: Vec<String> = wanted
+                    .difference(&members)
+                    .map(|id| name_of(users, id))
+                    .collect();
+                let extra: Vec<String> = members
+                    .difference(&wanted)
+                    .map(|id| name_of(users, id))
+                    .collect();
+                (!missing.is_empty() || !extra.is_empty() || !twice.is_empty()).then(|| {
+                    format!(
+                        "{}: missing {missing:?}, extra {extra:?}, joined twice {twice:?}",
+                        u.name
+                    )
+                })
+            })
+            .collect()
+    };
+    eventually(Duration::from_secs(10), || differences().is_empty()).await;
+    differences()
+}
+
 /// The users still connected: user_id → name.
 fn connected(users: &[User]) -> HashMap<String, String> {
     users
@@ -189,6 +237,18 @@ fn name_of(users: &[User], id: &str) -> String {
         .map_or_else(|| id.to_owned(), |u| u.name.clone())
 }
 
+/// With original (Erlang) nodes in the cluster, `global` on them is whole
+/// after a fault: `global:sync()` returns and nobody was disconnected
+/// (the Rust nodes run `global` too; see `Cluster::global_problems`).
+async fn assert_global_whole(cluster: &Cluster, what: &str) {
+    if !cluster.slots.iter().any(|slot| slot.kind == Kind::Original) {
+        return;
+    }
+    let problems = cluster.global_problems().await;
+    assert!(problems.is_empty(), "{what}: global: {problems:#?}");
+    println!("{what}: global:sync() returned ok on every original node, which lists every node");
+}
+
 /// Stops the load, lets it drain, and accounts for it with `required`.
 async fn finish(
     what: &str,
@@ -203,6 +263,12 @@ async fn finish(
     let all: Vec<&User> = users.iter().collect();
     let accounting = account(&all, required);
     accounting.assert_clean(what);
+    println!(
+        "{what}: sequence numbers: {} events numbered locally (all nodes), {} numbers \
+         carried by two different messages",
+        harness::locally_numbered(cluster),
+        harness::repeated_sequences(&all)
+    );
     let expected = connected(users);
     check_chat_states(cluster, ROOM, &expected).await;
     let (leader, _) = cluster.settled(SETTLE).await;
@@ -275,6 +341,7 @@ async fn kills_and_restarts(kinds: &[Kind], label: &str) {
             },
             restarted_at.elapsed()
         );
+        assert_global_whole(&cluster, &format!("{label}: restarted {victims:?}")).await;
         for &v in &victims {
             users.extend(users_on(&cluster, v, 2, &format!("r{round}")).await);
         }
@@ -304,6 +371,7 @@ async fn settle_reaping(
     tag: &str,
 ) -> (String, Duration, Vec<usize>) {
     let mut crashed = Vec::new();
+    let mut last_views = String::new();
     while since.elapsed() < SETTLE {
         let exited = cluster.reap();
         for &i in &exited {
@@ -317,7 +385,11 @@ async fn settle_reaping(
             users.extend(users_on(cluster, i, 3, &format!("{tag}{i}")).await);
         }
         crashed.extend(exited);
-        if let Ok((leader, _)) = cluster.try_settled(Duration::from_secs(2)).await {
+        let settled = cluster.try_settled(Duration::from_secs(2)).await;
+        if let Err(views) = &settled {
+            last_views = views.clone();
+        }
+        if let Ok((leader, _)) = settled {
             let took = since.elapsed();
             // Give a surrendering original node time to fail.
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -328,7 +400,7 @@ async fn settle_reaping(
         }
     }
     panic!(
-        "{label}: the cluster did not settle after {:?}",
+        "{label}: the cluster did not settle after {:?}: {last_views}",
         since.elapsed()
     );
 }
@@ -407,11 +479,29 @@ async fn partitions(kinds: &[Kind], label: &str) {
             "{label}: {what} healed: one leader ({after}), followed by all, same registry size, \
              after {took:?}"
         );
+        assert_global_whole(&cluster, &format!("{label}: {what} healed")).await;
         let connected = connected(&users);
         if !kinds.contains(&Kind::Original) {
             assert_eq!(connected.len(), users.len(), "nobody lost the connection");
         }
         check_chat_states(&cluster, ROOM, &connected).await;
+        // Members told `left` for the other side's users during the split
+        // are told `joined` for them once the registries merge, and nobody
+        // twice: every member's list is the connected users again (members
+        // on original nodes are told neither).
+        let wrong = member_lists(&cluster, &users, &connected).await;
+        println!(
+            "{label}: {what}: member lists (chat_state, joined, left) after the heal that \
+             differ from the connected users: {} {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(3)]
+        );
+        if !kinds.contains(&Kind::Original) {
+            assert!(
+                wrong.is_empty(),
+                "{label}: {what}: member lists: {wrong:#?}"
+            );
+        }
         // What the members were told about the other side once healed.
         let rejoined: usize = users
             .iter()
@@ -441,6 +531,22 @@ async fn partitions(kinds: &[Kind], label: &str) {
         })
     })
     .await;
+    // Outside the splits (and the settling after each heal) the cluster is
+    // connected: one counter, no number handed out twice.
+    let all: Vec<&User> = users.iter().collect();
+    let repeated = harness::repeated_sequences_posted(&all, |at| {
+        !windows.iter().any(|(from, to, _)| at >= *from && at <= *to)
+    });
+    println!(
+        "{label}: numbers carried by two different messages posted while the cluster was \
+         connected: {repeated}"
+    );
+    if !kinds.contains(&Kind::Original) {
+        assert_eq!(
+            repeated, 0,
+            "{label}: sequence numbers repeated outside the splits"
+        );
+    }
     drop(firewall);
 }
 
@@ -524,6 +630,28 @@ async fn pauses(kinds: &[Kind], label: &str) {
             victim,
         ));
         if what == "the leader" {
+            // The merge dropped the healthy nodes' users for a while: their
+            // members were told `left` (and `joined` once they were back).
+            let healthy: HashSet<&str> = users
+                .iter()
+                .filter(|u| u.node != victim && u.closed().is_none())
+                .map(|u| u.id.as_str())
+                .collect();
+            let dropped: usize = users
+                .iter()
+                .filter(|u| u.node != victim)
+                .map(|u| {
+                    u.lefts()
+                        .iter()
+                        .filter(|(t, id)| *t >= resumed_at && healthy.contains(id.as_str()))
+                        .count()
+                })
+                .sum();
+            println!(
+                "{label}: `left` records for users of nodes that were never paused, received \
+                 by their members on those nodes while the resumed leader took over (the merge \
+                 dropped them for a while): {dropped}"
+            );
             // Known issue: when the resumed leader wins the merge, the
             // followers take its snapshot, which lacks the users it purged
             // while paused (theirs included) until each follower's
@@ -709,25 +837,59 @@ async fn churn_once(web: std::net::SocketAddr, name: String, room: String) {
 }
 
 /// Scenario 5: a soak of a 3-node Rust cluster: steady traffic, churn
-/// (connect, join, post, leave, disconnect) and a node restart; RSS of
+/// (connect, join, post, leave, disconnect) and node restarts; RSS of
 /// every node flat after warm-up, the registry back to its baseline once
 /// everyone left, no error in any node's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_cluster_soak_with_churn_and_a_restart() {
-    let duration = Duration::from_secs(
+    soak(&[Kind::Rust, Kind::Rust, Kind::Rust], "rust soak").await;
+}
+
+/// The soak's length: `FLACK_FAULTS_SOAK_SECS`, else 60 s (300 s with
+/// `FLACK_FAULTS_LONG`).
+fn soak_duration() -> Duration {
+    Duration::from_secs(
         std::env::var("FLACK_FAULTS_SOAK_SECS")
             .ok()
             .and_then(|secs| secs.parse().ok())
             .unwrap_or(if long() { 300 } else { 60 }),
-    );
-    let mut cluster = Cluster::start(&[Kind::Rust, Kind::Rust, Kind::Rust]).await;
+    )
+}
+
+/// When the soak restarts a node: every `FLACK_FAULTS_SOAK_RESTART_EVERY`
+/// seconds if set, else once, at two fifths of the run;
+/// `FLACK_FAULTS_SOAK_RESTART=0` leaves restarts out (to tell their
+/// effects from the churn's). Nodes 1 and 2 take turns; node 0 (the
+/// leader) runs throughout, so its RSS covers the whole run.
+fn soak_restarts(duration: Duration) -> Vec<(Duration, usize)> {
+    if std::env::var("FLACK_FAULTS_SOAK_RESTART").is_ok_and(|v| v == "0") {
+        return Vec::new();
+    }
+    let every = std::env::var("FLACK_FAULTS_SOAK_RESTART_EVERY")
+        .ok()
+        .and_then(|secs| secs.parse().ok())
+        .map(Duration::from_secs);
+    match every {
+        Some(every) if !every.is_zero() => (1..)
+            .map(|k| every * k)
+            .take_while(|at| *at + Duration::from_secs(20) < duration)
+            .zip([2, 1].into_iter().cycle())
+            .collect(),
+        _ => vec![(duration * 2 / 5, 2)],
+    }
+}
+
+async fn soak(kinds: &[Kind], label: &str) {
+    let duration = soak_duration();
+    let restarts = soak_restarts(duration);
+    let mut cluster = Cluster::start(kinds).await;
     cluster.settled(SETTLE).await;
     // The fan-out names of every node are the baseline.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, _) = cluster.settled(SETTLE).await;
     let baseline = cluster.view(0).await.registry_size.expect("registry size");
     let mut users = Vec::new();
-    for i in 0..3 {
+    for i in 0..kinds.len() {
         users.extend(users_on(&cluster, i, 2, "s").await);
     }
     let started = Instant::now();
@@ -743,12 +905,12 @@ async fn rust_cluster_soak_with_churn_and_a_restart() {
             while !stop.is_cancelled() {
                 let node = k % 3;
                 if tokio::net::TcpStream::connect(webs[node]).await.is_err() {
-                    // Node 2 restarting.
+                    // A node restarting.
                     k += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
-                // Node 2 restarts mid-soak: a churner that meets it down
+                // A node restarts mid-soak: a churner that meets it down
                 // tries again.
                 let attempt = tokio::spawn(churn_once(
                     webs[node],
@@ -763,25 +925,29 @@ async fn rust_cluster_soak_with_churn_and_a_restart() {
             }
         }));
     }
-    let mut rss: Vec<Vec<(Duration, u64)>> = vec![Vec::new(); 3];
-    let mut restarted = false;
-    // FLACK_FAULTS_SOAK_RESTART=0 leaves the restart out (to tell its
-    // effects from the churn's).
-    let restart = std::env::var("FLACK_FAULTS_SOAK_RESTART").map_or(true, |v| v != "0");
+    // RSS samples of each life of each node: a restart starts a new life.
+    let mut lives: Vec<Vec<Vec<(Duration, u64)>>> = vec![vec![Vec::new()]; kinds.len()];
+    let mut pending = restarts.iter().peekable();
+    let mut round = 0;
     while started.elapsed() < duration {
-        for (i, samples) in rss.iter_mut().enumerate() {
-            if let Some(kb) = cluster.pid(i).and_then(rss_kb) {
-                samples.push((started.elapsed(), kb));
+        for (i, node_lives) in lives.iter_mut().enumerate() {
+            if let (Some(kb), Some(life)) = (cluster.pid(i).and_then(rss_kb), node_lives.last_mut())
+            {
+                life.push((started.elapsed(), kb));
             }
         }
-        if !restarted && restart && started.elapsed() > duration * 2 / 5 {
-            restarted = true;
-            cluster.kill(2);
-            rss[2].clear();
+        if let Some(&(_, victim)) = pending.next_if(|(at, _)| started.elapsed() >= *at) {
+            round += 1;
+            cluster.kill(victim);
+            lives[victim].push(Vec::new());
             tokio::time::sleep(Duration::from_millis(500)).await;
-            cluster.boot(2).await;
-            cluster.settled(SETTLE).await;
-            users.extend(users_on(&cluster, 2, 2, "t").await);
+            cluster.boot(victim).await;
+            let (leader, took) = cluster.settled(SETTLE).await;
+            println!(
+                "{label}: restarted node {victim} at {:?}: settled under {leader} in {took:?}",
+                started.elapsed()
+            );
+            users.extend(users_on(&cluster, victim, 2, &format!("t{round}")).await);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -789,32 +955,52 @@ async fn rust_cluster_soak_with_churn_and_a_restart() {
     for churner in churners {
         let _ = churner.await;
     }
-    finish("rust soak", &cluster, &users, |_, _, _| true).await;
+    finish(label, &cluster, &users, |_, _, _| true).await;
     println!(
-        "rust soak: {} churn sessions (connect, join, 3 posts, leave, goodbye) in {duration:?}",
+        "{label}: {} churn sessions (connect, join, 3 posts, leave, goodbye) and {round} \
+         restarts in {duration:?}",
         churned.load(std::sync::atomic::Ordering::Relaxed)
     );
-    // RSS: after warm-up (the first third of each process's samples) it
-    // stays within 25 % + 4 MB of the warm value.
-    for (i, samples) in rss.iter().enumerate() {
-        let warm = samples[samples.len() / 3].1;
-        let peak = samples[samples.len() / 3..]
-            .iter()
-            .map(|(_, kb)| *kb)
-            .max()
-            .unwrap_or(warm);
-        let last = samples.last().map_or(warm, |(_, kb)| *kb);
-        println!("rust soak: node {i} RSS warm {warm} kB, peak after {peak} kB, last {last} kB");
-        assert!(
-            peak <= warm + warm / 4 + 4096,
-            "node {i}: RSS grew from {warm} kB to {peak} kB after warm-up: {samples:?}"
-        );
+    // RSS of each Rust node's life: after warm-up (the first third of its
+    // samples) it stays within 25 % + 4 MB of the warm value. The curve is
+    // printed a sample a minute (and the last one).
+    for (i, node_lives) in lives.iter().enumerate() {
+        for (life, samples) in node_lives.iter().enumerate() {
+            if samples.len() < 3 {
+                continue;
+            }
+            let curve: Vec<String> = samples
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| k % 30 == 0 || *k == samples.len() - 1)
+                .map(|(_, (at, kb))| format!("{}s {kb}", at.as_secs()))
+                .collect();
+            let warm = samples[samples.len() / 3].1;
+            let peak = samples[samples.len() / 3..]
+                .iter()
+                .map(|(_, kb)| *kb)
+                .max()
+                .unwrap_or(warm);
+            let last = samples.last().map_or(warm, |(_, kb)| *kb);
+            println!(
+                "{label}: node {i} ({:?}) life {life}: RSS warm {warm} kB, peak after {peak} kB, \
+                 last {last} kB; curve (s kB): {}",
+                cluster.slots[i].kind,
+                curve.join(", ")
+            );
+            if cluster.slots[i].kind == Kind::Rust {
+                assert!(
+                    peak <= warm + warm / 4 + 4096,
+                    "node {i}: RSS grew from {warm} kB to {peak} kB after warm-up: {samples:?}"
+                );
+            }
+        }
     }
     drop(users);
     // Every user's registrations are gone: no room lists anyone, on any
     // node, and the nodes agree on the registry's size.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for i in 0..3 {
+    for i in 0..kinds.len() {
         for room in [ROOM, "churn0", "churn1"] {
             let mut probe = support::Client::login(cluster.slots[i].web, "leftover").await;
             probe
@@ -831,33 +1017,35 @@ async fn rust_cluster_soak_with_churn_and_a_restart() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, _) = cluster.settled(SETTLE).await;
     let size = cluster.view(0).await.registry_size.expect("registry size");
-    // Known issue (see README, Operating a mixed cluster): the sequence
-    // counter of a chat whose last members leave on two nodes at once can
-    // stay registered; FLACK_FAULTS_STRICT_REGISTRY=1 makes it fail.
+    // Every counter goes with its chat: each node that empties a chat
+    // releases every registration of its counter it knows of.
     println!(
-        "rust soak: registry {size} objects on every node after everyone left (baseline \
+        "{label}: registry {size} objects on every node after everyone left (baseline \
          {baseline}): {} left behind",
         size - baseline
     );
-    if std::env::var_os("FLACK_FAULTS_STRICT_REGISTRY").is_some() {
-        assert_eq!(size, baseline, "registry not back to its baseline");
-    }
-    let local_numbers: usize = cluster
-        .slots
-        .iter()
-        .map(|slot| {
-            std::fs::read_to_string(slot.log())
-                .unwrap_or_default()
-                .matches("no sequence from the cluster")
-                .count()
-        })
-        .sum();
+    assert_eq!(size, baseline, "registry not back to its baseline");
+    let local_numbers = harness::locally_numbered(&cluster);
     println!(
-        "rust soak: events numbered locally for want of the cluster counter \
+        "{label}: events numbered locally for want of the cluster counter \
          (\"no sequence from the cluster\" warnings, all nodes): {local_numbers}"
     );
     for slot in &cluster.slots {
         let errors = log_errors(&slot.log());
+        if slot.kind == Kind::Original {
+            // The original's own race under churn: `chat_stream:join/3`
+            // lists a chat's members, then asks gproc for each one's
+            // attributes; a member that left in between makes it crash
+            // with `badarg` and close the joiner's socket (1011). Most of
+            // the members seen leaving so were the original node's own
+            // users: the race is in its code, whoever the others are.
+            println!(
+                "{label}: {}: {} error reports in the original's log",
+                slot.name,
+                errors.len()
+            );
+            continue;
+        }
         assert!(
             errors.is_empty(),
             "{}: errors in the log: {errors:?}",
@@ -954,4 +1142,15 @@ async fn mixed_rust_leader_paused_erlang_follower() {
         "mixed (Rust leads, original paused) pauses",
     )
     .await;
+}
+
+/// Scenario 5 with an ORIGINAL node in the cluster (a Rust leader, an
+/// original follower and a Rust follower; the restarts take turns between
+/// the followers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_soak_with_churn_and_restarts() {
+    if skip_original() {
+        return;
+    }
+    soak(&[Kind::Rust, Kind::Original, Kind::Rust], "mixed soak").await;
 }

@@ -22,14 +22,27 @@
 //!   (`{c,g,{flack_seq, Chat}}`), which the leader (Erlang or Rust)
 //!   increments atomically: the events this node queues for a chat while its
 //!   previous request is in flight are numbered together by one
-//!   `update_counter` (see [`super::sequencer`]).
+//!   `update_counter` (see [`super::sequencer`]). A counter can be
+//!   registered once per owner, so every node follows every registration
+//!   of a chat's counter, increments the lowest owner's, never below the
+//!   highest number it has seen; the node that empties a chat releases
+//!   every registration of its counter.
+//!
+//! Members on other nodes whose registration vanishes (their node died or
+//! was cut off, or a merge dropped them) are announced to this node's
+//! members with `left`; when a merged registry brings them back, with
+//! `joined` (see [`LostMembers`]). Until then a chat's events also go to
+//! the fan-out of every connected Rust node such members were on: after a
+//! partition heals or a paused leader returns, the winning leader's
+//! snapshot lacks other nodes' members until each has registered them
+//! again, and they must not miss what is sent meanwhile.
 //!
 //! Delivery never waits: a local member whose queue is full is flagged and
 //! closed by its own session (see [`crate::events::mailbox`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eetf::Term;
 use futures::FutureExt;
@@ -41,8 +54,8 @@ use tracing::warn;
 use super::gproc::Change;
 use super::gproc_dist::{GprocDist, RegistryObserver};
 use super::records;
-use super::registry::{Chat, Registered, Registry, RegistryError, UserAttrs};
-use super::sequencer::{Sink, Streams};
+use super::registry::{Chat, LostMembers, Registered, Registry, RegistryError, UserAttrs};
+use super::sequencer::{ChatCounter, Plan, Sink, Streams};
 use crate::events::event::{ChatEvent, EventKind};
 use crate::events::mailbox::MailboxSender;
 use crate::events::protocol::{ChatUser, timestamp_now};
@@ -70,12 +83,30 @@ pub enum DirectoryError {
     Unavailable(String),
 }
 
-/// A chat's sequence counter in the cluster.
-#[derive(Debug, Clone, Default)]
-struct Counter {
-    owner: Option<eetf::Pid>,
-    last: u64,
+/// The owner of a registration of a chat's counter, ordered so that every
+/// node chooses the same registration (see [`ChatCounter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CounterOwner(eetf::Pid);
+
+impl Ord for CounterOwner {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let key = |pid: &eetf::Pid| (pid.node.name.clone(), pid.id, pid.serial, pid.creation);
+        key(&self.0).cmp(&key(&other.0))
+    }
 }
+
+impl PartialOrd for CounterOwner {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+type Counter = ChatCounter<CounterOwner>;
+
+/// How many times a chat's numbers are asked of the cluster before this
+/// node numbers a batch itself: a refusal (a registration that just went
+/// away) is retried at once, a timeout is not.
+const SEQUENCE_ATTEMPTS: usize = 4;
 
 /// Events one chat's stream may hold on this node; also the largest batch
 /// numbered by one leader call.
@@ -83,6 +114,14 @@ const STREAM_CAPACITY: usize = 128;
 
 /// How long a chat's stream waits for events before it retires.
 const STREAM_IDLE: Duration = Duration::from_secs(5);
+
+/// How long a remote member that vanished is remembered, so that its chats
+/// here hear `joined` when a partition heals and it is back: longer than a
+/// partition is expected to last.
+const LOST_MEMORY: Duration = Duration::from_secs(15 * 60);
+
+/// At most this many vanished members are remembered (the oldest go first).
+const LOST_CAPACITY: usize = 100_000;
 
 /// Chats whose numbers one `update_counters` request may reserve.
 const RESERVATIONS_PER_REQUEST: usize = 512;
@@ -145,9 +184,20 @@ pub struct Directory {
     /// Queues of this node's sessions, for the index to route to them.
     routes: Mutex<HashMap<Pid, MailboxSender>>,
     counters: Mutex<HashMap<Arc<str>, Counter>>,
+    /// Remote members this node's members were told had left because their
+    /// registration vanished (see [`Directory::member_lost`]).
+    lost: Mutex<LostMembers<Instant>>,
+    /// Tickets of the tasks that announce registry changes (`left` for a
+    /// lost member, `joined` when it is back): taken in the order of the
+    /// changes, and the ticket whose turn it is.
+    announcements_taken: std::sync::atomic::AtomicU64,
+    announcements_turn: tokio::sync::watch::Sender<u64>,
     /// The fan-out process of every Rust node in the cluster, by node
     /// (`{n,g,{flack_fanout, Node}}` in the registry).
     fanouts: Mutex<HashMap<Arc<str>, Fanout>>,
+    /// Fan-outs whose registration went away, by node: where members lost
+    /// in a merge are still reached (see [`Directory::lost_member_fanouts`]).
+    former_fanouts: Mutex<HashMap<Arc<str>, Fanout>>,
     /// Cluster: each chat's stream of events from this node.
     streams: Arc<Streams<Pending>>,
     /// Cluster: this node's sessions in each chat, from the moment their
@@ -218,7 +268,11 @@ impl Directory {
             cluster: OnceLock::new(),
             routes: Mutex::new(HashMap::new()),
             counters: Mutex::new(HashMap::new()),
+            lost: Mutex::new(LostMembers::new(LOST_MEMORY, LOST_CAPACITY)),
+            announcements_taken: std::sync::atomic::AtomicU64::new(0),
+            announcements_turn: tokio::sync::watch::Sender::new(0),
             fanouts: Mutex::new(HashMap::new()),
+            former_fanouts: Mutex::new(HashMap::new()),
             streams: Streams::new(STREAM_CAPACITY, STREAM_IDLE),
             joining: Mutex::new(HashMap::new()),
             reservations: OnceLock::new(),
@@ -264,39 +318,55 @@ impl Directory {
         {
             let counters = self.counters.lock();
             for request in batch.drain(..) {
-                match counters.get(&request.chat).and_then(|c| c.owner.clone()) {
-                    Some(owner) => together.push((request, owner)),
-                    None => self.reserve_alone(request),
+                let plan = counters
+                    .get(&request.chat)
+                    .map(|counter| counter.plan(request.count));
+                match plan {
+                    Some(Plan::Increment { owner, by }) if i32::try_from(by).is_ok() => {
+                        together.push((request, owner, by))
+                    }
+                    _ => self.reserve_alone(request),
                 }
             }
         }
         if together.len() < 2 {
-            for (request, _) in together {
+            for (request, _, _) in together {
                 self.reserve_alone(request);
             }
             return;
         }
         let mut increments = Vec::with_capacity(together.len());
-        for (request, owner) in &together {
-            let Ok(increment) = i32::try_from(request.count) else {
+        for (request, owner, by) in &together {
+            let Ok(increment) = i32::try_from(*by) else {
                 continue;
             };
             increments.push(tuple(vec![
                 sequence_key(&request.chat),
-                Term::Pid(owner.clone()),
+                Term::Pid(owner.0.clone()),
                 Term::from(eetf::FixInteger::from(increment)),
             ]));
         }
         let request = tuple(vec![atom("update_counters"), list(increments)]);
         let values = match self.call(request).await {
             Ok(reply) => counter_values(&reply),
-            Err(_) => HashMap::new(),
+            Err(_) => {
+                // No leader answer: waiting for another per chat would only
+                // hold every chat back longer.
+                for (request, _, _) in together {
+                    let last = self.reserve_locally(&request.chat, request.count);
+                    let _ = request.reply.send(last);
+                }
+                return;
+            }
         };
         let mut numbered = 0;
-        for (request, _) in together {
+        for (request, owner, _) in together {
             match values.get(&*request.chat) {
                 Some(&last) => {
                     numbered += request.count;
+                    if let Some(counter) = self.counters.lock().get_mut(&request.chat) {
+                        counter.issued(&owner, last);
+                    }
                     let _ = request.reply.send(last);
                 }
                 // Refused as a whole (an owner gone, a leader without
@@ -664,6 +734,7 @@ impl Directory {
         let mut by_node: HashMap<Arc<str>, (Pid, Vec<Term>, usize)> = HashMap::new();
         let mut sender = None;
         let mut dones = Vec::new();
+        let lost_fanouts = self.lost_member_fanouts(chat);
         for (offset, pending) in batch.drain(..).enumerate() {
             let event = Arc::new(ChatEvent::new(
                 chat.clone(),
@@ -684,6 +755,15 @@ impl Directory {
             let mut listed: HashMap<Arc<str>, (Pid, Vec<Term>)> = HashMap::new();
             let mut singles: Vec<Pid> = Vec::new();
             {
+                for (node, fanout) in &lost_fanouts {
+                    let (_, records, last) = by_node
+                        .entry(node.clone())
+                        .or_insert_with(|| (fanout.clone(), Vec::new(), usize::MAX));
+                    if *last != offset {
+                        records.push(record.clone());
+                        *last = offset;
+                    }
+                }
                 let registry = self.registry.lock();
                 let fanouts = self.fanouts.lock();
                 let members = registry
@@ -764,60 +844,119 @@ impl Directory {
 
     /// Reserves `count` consecutive sequence numbers of `chat` and returns
     /// the last: the gproc counter `{c,g,{flack_seq, Chat}}`, incremented
-    /// by `count` at the leader. The counter is registered by the first node
+    /// at the leader. Every node increments the same registration of it,
+    /// the lowest owner's, and never below the highest number it has seen
+    /// (see [`ChatCounter`]). The counter is registered by the first node
     /// that needs it (owned by its gproc_dist process); if its owner's node
-    /// goes away, the next batch registers it again from the last value this
-    /// node saw, so numbers keep increasing.
+    /// goes away, the next batch registers it again above the last value
+    /// this node saw. A registration that went away in the meantime (the
+    /// leader answers `badarg`) is retried at once with what the broadcasts
+    /// said since; only when the cluster does not answer are the numbers
+    /// taken here.
     async fn reserve_sequences(&self, chat: &str, count: u64) -> u64 {
         let count = count.max(1);
         Metrics::bump(&self.metrics.sequence_requests);
         Metrics::add(&self.metrics.sequenced_events, count);
-        for _ in 0..3 {
-            let counter = self.counters.lock().get(chat).cloned().unwrap_or_default();
-            if let Some(owner) = &counter.owner {
-                let Ok(increment) = i32::try_from(count) else {
-                    break;
-                };
-                let request = tuple(vec![
-                    atom("update_counter"),
-                    sequence_key(chat),
-                    Term::from(eetf::FixInteger::from(increment)),
-                    Term::Pid(owner.clone()),
-                ]);
-                if let Ok(Term::FixInteger(value)) = self.call(request).await
-                    && let Ok(value) = u64::try_from(value.value)
-                {
-                    return value;
+        let Some(cluster) = self.cluster.get() else {
+            return self.reserve_locally(chat, count);
+        };
+        let mine = CounterOwner(eetf::Pid::from(&cluster.pid()));
+        for _ in 0..SEQUENCE_ATTEMPTS {
+            let plan = self
+                .counters
+                .lock()
+                .get(chat)
+                .map_or(Plan::Register { initial: count }, |counter| {
+                    counter.plan(count)
+                });
+            match plan {
+                Plan::Increment { owner, by } => {
+                    let Ok(by) = i32::try_from(by) else { break };
+                    let request = tuple(vec![
+                        atom("update_counter"),
+                        sequence_key(chat),
+                        Term::from(eetf::FixInteger::from(by)),
+                        Term::Pid(owner.0.clone()),
+                    ]);
+                    match self.call(request).await {
+                        Ok(Term::FixInteger(value)) if value.value > 0 => {
+                            let value = value.value as u64;
+                            if let Some(counter) = self.counters.lock().get_mut(chat) {
+                                counter.issued(&owner, value);
+                            }
+                            return value;
+                        }
+                        // Gone at the leader (its broadcast is applied
+                        // here by now, but forget it in any case).
+                        Ok(_) => {
+                            if let Some(counter) = self.counters.lock().get_mut(chat) {
+                                counter.unregistered(&owner);
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                Plan::Register { initial } => {
+                    let Ok(value) = i32::try_from(initial) else {
+                        break;
+                    };
+                    let request = tuple(vec![
+                        atom("reg"),
+                        sequence_key(chat),
+                        Term::from(eetf::FixInteger::from(value)),
+                        Term::from(cluster.pid().clone()),
+                        list(vec![]),
+                        atom("reg"),
+                    ]);
+                    match self.call(request).await {
+                        Ok(reply) if as_atom(&reply) == Some("true") => {
+                            // Its broadcast, applied before the reply, made
+                            // it known here.
+                            return initial;
+                        }
+                        // This node's own registration is there already
+                        // (one this node did not hear of): learn its value
+                        // and increment it.
+                        Ok(_) => {
+                            let request = tuple(vec![
+                                atom("update_counter"),
+                                sequence_key(chat),
+                                Term::from(eetf::FixInteger::from(0)),
+                                Term::Pid(mine.0.clone()),
+                            ]);
+                            match self.call(request).await {
+                                Ok(Term::FixInteger(value)) if value.value >= 0 => {
+                                    self.counters
+                                        .lock()
+                                        .entry(Arc::from(chat))
+                                        .or_default()
+                                        .registered(mine.clone(), value.value as u64);
+                                }
+                                Ok(_) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        Err(_) => break,
+                    }
                 }
             }
-            let Some(cluster) = self.cluster.get() else {
-                break;
-            };
-            let last = counter.last + count;
-            let Ok(last_term) = i32::try_from(last) else {
-                break;
-            };
-            let request = tuple(vec![
-                atom("reg"),
-                sequence_key(chat),
-                Term::from(eetf::FixInteger::from(last_term)),
-                Term::from(cluster.pid().clone()),
-                list(vec![]),
-                atom("reg"),
-            ]);
-            if let Ok(reply) = self.call(request).await
-                && as_atom(&reply) == Some("true")
-            {
-                return last;
-            }
         }
-        // No answer from the cluster: carry on with local numbers rather
-        // than hold the messages back.
-        let mut counters = self.counters.lock();
-        let counter = counters.entry(Arc::from(chat)).or_default();
-        counter.last += count;
-        warn!(%chat, sequence = counter.last, "no sequence from the cluster; using local ones");
-        counter.last
+        self.reserve_locally(chat, count)
+    }
+
+    /// No answer from the cluster: the chat's next numbers are taken here,
+    /// above every number this node has seen, rather than hold the messages
+    /// back. Numbers can then repeat across nodes (never within one node's
+    /// stream of a chat); counted in the log.
+    fn reserve_locally(&self, chat: &str, count: u64) -> u64 {
+        let last = self
+            .counters
+            .lock()
+            .entry(Arc::from(chat))
+            .or_default()
+            .reserve_locally(count);
+        warn!(%chat, events = count, sequence = last, "no sequence from the cluster; using local ones");
+        last
     }
 
     /// Whether a `joined` for `user_id` in `chat`, arriving for local
@@ -837,13 +976,21 @@ impl Directory {
         }
     }
 
-    fn track_fanout(&self, name: &Term, owner: Option<eetf::Pid>, value: Option<&Term>) {
-        let Some([tag, node]) = crate::node::term::as_tuple(name) else {
-            return;
+    /// Follows the fan-out registrations; returns the node whose fan-out
+    /// was just registered, if one was.
+    fn track_fanout(
+        &self,
+        name: &Term,
+        owner: Option<eetf::Pid>,
+        value: Option<&Term>,
+    ) -> Option<Arc<str>> {
+        let [tag, node] = crate::node::term::as_tuple(name)? else {
+            return None;
         };
         let (Some("flack_fanout"), Some(node)) = (as_atom(tag), as_atom(node)) else {
-            return;
+            return None;
         };
+        let node: Arc<str> = Arc::from(node);
         let mut fanouts = self.fanouts.lock();
         match owner {
             Some(pid) => {
@@ -852,12 +999,44 @@ impl Directory {
                     pid: Pid::from(&pid),
                     by_chat,
                 };
-                fanouts.insert(Arc::from(node), fanout);
+                fanouts.insert(node.clone(), fanout);
+                self.former_fanouts.lock().remove(&node);
+                Some(node)
             }
             None => {
-                fanouts.remove(node);
+                // Kept aside: a merge drops a node's registrations for a
+                // while although its members are still there.
+                if let Some(fanout) = fanouts.remove(&node) {
+                    self.former_fanouts.lock().insert(node, fanout);
+                }
+                None
             }
         }
+    }
+
+    /// Where the events of `chat` must also go: the fan-out of every
+    /// connected Rust node with members that vanished from this node's
+    /// registry (a merge drops another node's members until that node has
+    /// registered them again, and they must not miss what is sent
+    /// meanwhile). The receiving node delivers to its own members in the
+    /// chat only, so this costs nothing but the message when none is left.
+    fn lost_member_fanouts(&self, chat: &str) -> Vec<(Arc<str>, Pid)> {
+        let nodes = self.lost.lock().nodes_of(chat);
+        if nodes.is_empty() {
+            return Vec::new();
+        }
+        let connected: std::collections::HashSet<String> =
+            self.node.connected_nodes().into_iter().collect();
+        let fanouts = self.fanouts.lock();
+        let former = self.former_fanouts.lock();
+        nodes
+            .into_iter()
+            .filter(|node| connected.contains(&**node))
+            .filter_map(|node| {
+                let fanout = fanouts.get(&node).or_else(|| former.get(&node))?;
+                fanout.by_chat.then(|| (node, fanout.pid.clone()))
+            })
+            .collect()
     }
 
     /// How many nodes' fan-out processes this node knows (its own included).
@@ -909,19 +1088,28 @@ impl Directory {
             .lock()
             .chat(chat)
             .is_none_or(|entry| entry.members().is_empty());
-        let owner = self
+        if !empty {
+            return;
+        }
+        // Every registration, not only the chosen one: a duplicate not yet
+        // taken back would outlive the chat.
+        let owners: Vec<CounterOwner> = self
             .counters
             .lock()
             .get(chat)
-            .and_then(|counter| counter.owner.clone());
-        if let (true, Some(owner)) = (empty, owner) {
-            let request = tuple(vec![atom("unreg"), sequence_key(chat), Term::Pid(owner)]);
-            // badarg (already gone, or someone re-registered) is fine.
+            .map(|counter| counter.owners().cloned().collect())
+            .unwrap_or_default();
+        for owner in owners {
+            let request = tuple(vec![atom("unreg"), sequence_key(chat), Term::Pid(owner.0)]);
+            // badarg (already gone) is fine; a chat that refills meanwhile
+            // registers a counter again above the last number seen.
             let _ = self.call(request).await;
         }
     }
 
-    fn track_counter(&self, name: &Term, owner: Option<eetf::Pid>, value: Option<i64>) {
+    /// Follows the registrations of chats' counters: `value` is `Some` when
+    /// `owner`'s counter is there with that value, `None` when it is gone.
+    fn track_counter(&self, name: &Term, owner: eetf::Pid, value: Option<i64>) {
         let Term::Tuple(parts) = name else { return };
         let [tag, Term::Binary(chat)] = parts.elements.as_slice() else {
             return;
@@ -937,18 +1125,22 @@ impl Directory {
             .lock()
             .chat(chat)
             .is_none_or(|entry| entry.members().is_empty());
+        let owner = CounterOwner(owner);
         let mut counters = self.counters.lock();
-        if owner.is_none() && chat_empty {
+        let counter = counters.entry(Arc::from(chat)).or_default();
+        match value {
+            Some(value) => counter.registered(owner, u64::try_from(value).unwrap_or(0)),
+            None => counter.unregistered(&owner),
+        }
+        if counter.is_unregistered() && chat_empty {
             // Gone with its chat: forget it, so this map stays as small as
             // the set of chats in use.
             counters.remove(chat);
-            return;
         }
-        let counter = counters.entry(Arc::from(chat)).or_default();
-        if let Some(value) = value.and_then(|value| u64::try_from(value).ok()) {
-            counter.last = counter.last.max(value);
-        }
-        counter.owner = owner;
+        // A second registration of the counter stays until the chat
+        // empties: every node increments the chosen one. Taking this
+        // node's duplicate back at once (an unreg while the cluster merges)
+        // was seen to leave two candidates stuck in an election under load.
     }
 }
 
@@ -970,6 +1162,13 @@ impl RegistryObserver for Directory {
                 })
                 .collect()
         };
+        // What this node's members must hear about remote members that
+        // vanished or came back, in order; a member that vanishes and comes
+        // back within one batch (a surrender re-applying the leader's
+        // snapshot) is not announced at all.
+        let mut announcements: Vec<Option<(Arc<str>, Pid, EventKind)>> = Vec::new();
+        let mut pending_lefts: HashMap<(Arc<str>, Pid), usize> = HashMap::new();
+        let mut refreshed: Vec<Arc<str>> = Vec::new();
         for change in changes {
             match change {
                 Change::User {
@@ -986,12 +1185,39 @@ impl RegistryObserver for Directory {
                 Change::UserGone(pid) => {
                     let pid = Pid::from(&pid);
                     let chats = gone.get(&pid).cloned().unwrap_or_default();
-                    self.member_lost(&pid, chats);
+                    if let Some((attrs, chats)) = self.member_lost(&pid, chats) {
+                        for chat in chats {
+                            pending_lefts.insert((chat.clone(), pid.clone()), announcements.len());
+                            let kind = EventKind::Left {
+                                user_id: attrs.user_id.to_string(),
+                            };
+                            announcements.push(Some((chat, pid.clone(), kind)));
+                        }
+                    }
                 }
                 Change::Joined { chat, pid } => {
                     let pid = Pid::from(&pid);
                     let route = self.route_for(&pid);
-                    let _ = self.registry.lock().join(&chat, pid, route);
+                    let remote = matches!(route, Route::Remote(_));
+                    let joined = self.registry.lock().join(&chat, pid.clone(), route).is_ok();
+                    let back = if joined && remote {
+                        self.lost.lock().rejoined(&chat, &pid)
+                    } else {
+                        None
+                    };
+                    if let Some(attrs) = back {
+                        let chat: Arc<str> = Arc::from(chat.as_str());
+                        match pending_lefts.remove(&(chat.clone(), pid.clone())) {
+                            Some(at) => announcements[at] = None,
+                            None => {
+                                let kind = EventKind::Joined {
+                                    user_name: attrs.user_name.to_string(),
+                                    user_id: attrs.user_id.to_string(),
+                                };
+                                announcements.push(Some((chat, pid, kind)));
+                            }
+                        }
+                    }
                 }
                 Change::Left { chat, pid } => {
                     let mut registry = self.registry.lock();
@@ -999,14 +1225,49 @@ impl RegistryObserver for Directory {
                     registry.drop_if_empty(&chat);
                 }
                 Change::Counter { name, owner, value } => {
-                    self.track_counter(&name, Some(owner), Some(value))
+                    self.track_counter(&name, owner, Some(value))
                 }
-                Change::CounterGone { name, .. } => self.track_counter(&name, None, None),
+                Change::CounterGone { name, owner } => self.track_counter(&name, owner, None),
                 Change::Name { name, owner, value } => {
-                    self.track_fanout(&name, owner, value.as_ref())
+                    refreshed.extend(self.track_fanout(&name, owner, value.as_ref()));
                 }
             }
         }
+        // A node whose fan-out was registered (again) in this batch has
+        // registered all it has: its members still missing are gone.
+        if !refreshed.is_empty() {
+            let mut lost = self.lost.lock();
+            for node in refreshed {
+                lost.forget_node(&node);
+            }
+        }
+        let announcements: Vec<_> = announcements.into_iter().flatten().collect();
+        if announcements.is_empty() {
+            return;
+        }
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        // Numbering is a leader call, which must not be awaited on the
+        // gproc_dist task that is telling us about the change. The task
+        // queues its events only after those of every batch before it (a
+        // member's `left` must not come after its `joined`).
+        let ticket = self
+            .announcements_taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut turn = this.announcements_turn.subscribe();
+            let _ = turn.wait_for(|serving| *serving == ticket).await;
+            // The next batch's turn comes however this task ends.
+            let _next = NextTurn(&this.announcements_turn);
+            for (chat, sender, kind) in announcements {
+                if !this.has_local_members(&chat) {
+                    continue;
+                }
+                this.announce_cluster(&chat, &sender, kind, Audience::Local, false)
+                    .await;
+            }
+        });
     }
 }
 
@@ -1014,33 +1275,21 @@ impl Directory {
     /// A user's registration vanished. When a remote member's node dies,
     /// nobody sends `user_left` for it (the original removes such members
     /// silently); its chats still held it, so this node tells its own
-    /// members that it left.
-    fn member_lost(&self, pid: &Pid, chats: Vec<Arc<str>>) {
+    /// members that it left: returns its attributes and those chats, and
+    /// remembers it, so that its members hear `joined` if a merged registry
+    /// brings it back (see [`LostMembers`]).
+    fn member_lost(&self, pid: &Pid, chats: Vec<Arc<str>>) -> Option<(UserAttrs, Vec<Arc<str>>)> {
         let (attrs, _) = self.registry.lock().remove_process(pid);
         let (Some(attrs), false) = (attrs, chats.is_empty()) else {
-            return;
+            return None;
         };
         if self.routes.lock().contains_key(pid) {
-            return; // our own session: it announces its own departure
+            return None; // our own session: it announces its own departure
         }
-        let Some(this) = self.this.upgrade() else {
-            return;
-        };
-        // Numbering is a leader call, which must not be awaited on the
-        // gproc_dist task that is telling us about the change.
-        let sender = pid.clone();
-        tokio::spawn(async move {
-            for chat in chats {
-                if !this.has_local_members(&chat) {
-                    continue;
-                }
-                let kind = EventKind::Left {
-                    user_id: attrs.user_id.to_string(),
-                };
-                this.announce_cluster(&chat, &sender, kind, Audience::Local, false)
-                    .await;
-            }
-        });
+        self.lost
+            .lock()
+            .lost(pid.clone(), attrs.clone(), chats.clone(), Instant::now());
+        Some((attrs, chats))
     }
 }
 
@@ -1072,6 +1321,15 @@ impl Sink<Pending> for Directory {
         batch: &'a mut Vec<Pending>,
     ) -> BoxFuture<'a, ()> {
         Directory::emit(self, chat, first, batch).boxed()
+    }
+}
+
+/// Gives the turn to the next batch of announcements when dropped.
+struct NextTurn<'a>(&'a tokio::sync::watch::Sender<u64>);
+
+impl Drop for NextTurn<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|serving| *serving += 1);
     }
 }
 
@@ -1225,5 +1483,54 @@ mod tests {
         assert!(events[0].contains(r#""record":"left","chat_name":"x","user_id":"b-id""#));
         let gauges = directory.gauges();
         assert_eq!((gauges.rooms, gauges.members, gauges.users), (1, 1, 1));
+    }
+
+    /// A remote member's registration vanishes (its node was cut off) and
+    /// comes back when the registries merge: this node's members hear
+    /// `left`, then `joined`; vanishing and coming back within one batch (a
+    /// surrender re-applying the leader's snapshot) is not announced.
+    #[tokio::test]
+    async fn members_hear_joined_for_a_lost_member_that_is_back() {
+        let directory = directory().await;
+        let (route, mut inbox) = mailbox(16);
+        directory.routes.lock().insert(pid(1), route.clone());
+        directory
+            .joining
+            .lock()
+            .insert(Arc::from("room"), vec![(pid(1), route)]);
+        let remote = eetf::Pid::new("b@h".to_owned(), 7, 0, 1);
+        let user = || Change::User {
+            pid: remote.clone(),
+            user_name: "bob".into(),
+            user_id: "b-id".into(),
+        };
+        let joined = || Change::Joined {
+            chat: "room".into(),
+            pid: remote.clone(),
+        };
+        let settle = || async {
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+        };
+        // An ordinary join elsewhere: announced by its own node, not here.
+        directory.registry_changed(vec![user(), joined()]);
+        settle().await;
+        assert!(drain(&mut inbox).is_empty());
+        directory.registry_changed(vec![Change::UserGone(remote.clone())]);
+        settle().await;
+        let events = drain(&mut inbox);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0].contains(r#""record":"left""#) && events[0].contains("b-id"));
+        directory.registry_changed(vec![user(), joined()]);
+        settle().await;
+        let events = drain(&mut inbox);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0].contains(r#""record":"joined""#) && events[0].contains("bob"));
+        // Gone and back in one batch: nothing to tell.
+        directory.registry_changed(vec![Change::UserGone(remote.clone()), user(), joined()]);
+        settle().await;
+        assert!(drain(&mut inbox).is_empty());
+        assert!(directory.lost.lock().is_empty());
     }
 }

@@ -813,26 +813,32 @@ impl Election {
                     }
                 }
                 Message::Election => {
+                    // gen_leader's leader starts stage 1 without a word to
+                    // its followers; they keep answering `halt` with
+                    // `hasLeader` naming it, the halter's `isLeader` gets
+                    // `notLeader`, and the lowest candidate restarts its
+                    // election for ever (seen after a 1|1|1 heal, and in
+                    // the partition property test). A leader that gives up
+                    // its lead tells every candidate, as on a `checklead`.
+                    if is_leader {
+                        self.send_election_to_candidates(out);
+                    }
                     out.push(Effect::ElectionStarted);
                     self.start_stage1(out);
                     self.has_become_leader(out);
                 }
                 Message::Checklead(node) => {
                     if self.leader_node.as_ref() != Some(&node) && is_leader {
-                        for candidate in &self.candidates {
-                            out.push(Effect::Send(
-                                Dest::Name(candidate.clone()),
-                                Message::Election,
-                            ));
-                        }
+                        self.send_election_to_candidates(out);
                         out.push(Effect::ElectionStarted);
                         self.start_stage1(out);
                         self.has_become_leader(out);
                     }
                 }
-                Message::Heartbeat(_) => {
+                Message::Heartbeat(beat) => {
                     if is_leader {
                         self.send_norm_queries(out);
+                        self.query_electing_candidate(&beat, out);
                     }
                 }
                 Message::AckLeader { from, .. } => {
@@ -875,6 +881,47 @@ impl Election {
                     out.push(Effect::NodeDown(node));
                     out.push(Effect::CheckleadNow);
                 }
+            }
+        }
+    }
+
+    /// A candidate's `{heartbeat, Node}` reaching a leader means that
+    /// candidate is in an election: typically a follower that got a late
+    /// `{election}` (several leaders met after a partition and each told
+    /// every candidate) after it had already surrendered to this leader.
+    /// gen_leader sends `normQ` only to candidates it counts as down, so
+    /// such a follower waited in stage 1 until its candidate timer probed
+    /// (5 s after a 2|1 heal). A `normQ` brings it back at once: it answers
+    /// `notNorm` and gets the leader's `ldr`. The first candidate is left
+    /// out, as in [`Self::send_norm_queries`]: it never waits in stage 1.
+    fn query_electing_candidate(&self, beat: &Beat, out: &mut Vec<Effect>) {
+        let Beat::Node(node) = beat else {
+            return;
+        };
+        if *node != self.me
+            && !self.down.contains(node)
+            && self.candidates.contains(node)
+            && self.candidates.first() != Some(node)
+        {
+            out.push(Effect::Send(
+                Dest::Name(node.clone()),
+                Message::NormQ {
+                    elid: self.elid,
+                    from: self.self_pid.clone(),
+                },
+            ));
+        }
+    }
+
+    /// `{election}` to every other candidate: a leader that starts an
+    /// election must not leave followers attached to it.
+    fn send_election_to_candidates(&self, out: &mut Vec<Effect>) {
+        for candidate in &self.candidates {
+            if *candidate != self.me {
+                out.push(Effect::Send(
+                    Dest::Name(candidate.clone()),
+                    Message::Election,
+                ));
             }
         }
     }
@@ -978,6 +1025,108 @@ mod tests {
         assert!(e.is_leader(), "{:?}", e.status());
         assert_eq!(e.down().len(), 2, "{:?}", e.down());
         e
+    }
+
+    /// A leader told `{election}` (another leader met it after a partition)
+    /// passes it on: its followers must not keep naming it leader while it
+    /// is in the election, or every `halt` they answer sends the halter to
+    /// a node that answers `notLeader`, and the election restarts for ever.
+    #[test]
+    fn a_leader_told_to_elect_tells_every_other_candidate() {
+        let mut e = leader_with_two_down();
+        let out = e.handle(Input::Message(Message::Election), |_| true);
+        assert!(e.in_election(), "{:?}", e.status());
+        let told: Vec<&str> = out
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Send(Dest::Name(node), Message::Election) => Some(&**node),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, ["b@h", "c@h"], "{out:?}");
+
+        // A follower told the same starts its own election and tells nobody.
+        let mut f = Election::new(
+            Arc::from("b@h"),
+            pid("b@h", 1),
+            names(&["a@h", "b@h", "c@h"]),
+            1,
+        );
+        f.start();
+        let leader = pid("a@h", 1);
+        let elid = Elid {
+            pos: 1,
+            incarnation: 1,
+            round: 0,
+        };
+        f.handle(
+            Input::Message(Message::Halt {
+                elid,
+                from: leader.clone(),
+            }),
+            |_| true,
+        );
+        f.handle(
+            Input::Message(Message::Ldr {
+                synch: eetf::Term::from(eetf::List::nil()),
+                elid,
+                workers: Vec::new(),
+                candidates: names(&["a@h", "b@h", "c@h"]),
+                from: leader,
+            }),
+            |_| true,
+        );
+        assert!(!f.in_election() && !f.is_leader(), "{:?}", f.status());
+        let out = f.handle(Input::Message(Message::Election), |_| true);
+        assert!(f.in_election());
+        assert!(
+            !out.iter()
+                .any(|effect| matches!(effect, Effect::Send(_, Message::Election))),
+            "{out:?}"
+        );
+    }
+
+    /// A heartbeat from a candidate the leader counts as up means it is in
+    /// an election (a late `{election}`): a `normQ` brings it back.
+    #[test]
+    fn a_leader_queries_an_up_candidate_that_heartbeats() {
+        let mut e = Election::new(
+            Arc::from("b@h"),
+            pid("b@h", 1),
+            names(&["a@h", "b@h", "c@h"]),
+            1,
+        );
+        e.start();
+        e.handle(Input::Down(Arc::from("a@h")), |_| false);
+        let elid = e.elid();
+        e.handle(
+            Input::Message(Message::AckLeader {
+                elid,
+                from: pid("c@h", 1),
+            }),
+            |_| true,
+        );
+        assert!(e.is_leader(), "{:?}", e.status());
+        let queried = |out: &[Effect]| -> Vec<String> {
+            out.iter()
+                .filter_map(|effect| match effect {
+                    Effect::Send(Dest::Name(node), Message::NormQ { .. }) => Some(node.to_string()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let out = e.handle(
+            Input::Message(Message::Heartbeat(Beat::Node(Arc::from("c@h")))),
+            |_| true,
+        );
+        assert_eq!(queried(&out), ["c@h"], "{out:?}");
+        // Not the first candidate (it never waits in stage 1), not itself,
+        // and not a candidate already queried as down.
+        let out = e.handle(
+            Input::Message(Message::Heartbeat(Beat::Node(Arc::from("a@h")))),
+            |_| true,
+        );
+        assert!(queried(&out).is_empty(), "{out:?}");
     }
 
     #[test]

@@ -386,7 +386,10 @@ impl Actor<'_> {
                     self.checklead = None;
                     self.feed(Input::SendChecklead);
                 }
-                _ = expiry.tick() => self.expire_calls(),
+                _ = expiry.tick() => {
+                    self.expire_calls();
+                    self.refresh_follower_down();
+                }
             }
             self.publish_status();
         }
@@ -420,6 +423,22 @@ impl Actor<'_> {
             registry_size: self.table.len(),
         };
         *self.status.lock() = status;
+    }
+
+    /// A follower monitors only its leader: it hears of candidates going
+    /// down (from its own monitors during an election) but never of one
+    /// coming back unless a `from_leader` arrives, which is when gen_leader
+    /// looks. Without registry traffic a follower kept a candidate that
+    /// started after it in `down` (its status said so for good); looking at
+    /// the connections every tick keeps the view true.
+    fn refresh_follower_down(&mut self) {
+        if !self.election.in_election()
+            && !self.election.is_leader()
+            && !self.election.down().is_empty()
+        {
+            let connected = self.connected();
+            self.election.refresh_down(connected);
+        }
     }
 
     fn connected(&self) -> impl Fn(&str) -> bool + use<> {

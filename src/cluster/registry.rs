@@ -15,7 +15,7 @@
 //! sequence is assigned. Members are kept in the order they registered, and
 //! every member carries a route (`R`) telling the owner how to reach it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::node::Pid;
@@ -342,6 +342,179 @@ impl<R> Registry<R> {
     }
 }
 
+/// Remote members whose registration vanished while they were in chats
+/// (their node died, was cut off, or a merge dropped them for a while), so
+/// this node told its members they left. When a merged registry brings one
+/// back into a chat, its members here are told it joined again; until
+/// then, the nodes of a chat's lost members are where its events may still
+/// have to go (see [`LostMembers::nodes_of`]).
+///
+/// Bounded: an entry is forgotten when it is back in all its chats, when
+/// its node registered everything it still has ([`LostMembers::forget_node`]),
+/// after `memory` (a node that never comes back), or, the oldest first,
+/// past `capacity` entries. Each of these costs O(1) per entry: a node
+/// with 17,000 users dying must not cost a scan of all entries per user.
+#[derive(Debug)]
+pub struct LostMembers<T> {
+    by_pid: HashMap<Pid, LostMember<T>>,
+    /// When each entry was (last) lost, oldest first. An entry whose time
+    /// no longer matches `by_pid` is stale and skipped.
+    order: VecDeque<(T, Pid)>,
+    /// Per chat, the nodes of its lost members, with how many there.
+    nodes: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
+    memory: std::time::Duration,
+    capacity: usize,
+}
+
+/// One lost member: its attributes, the chats it was lost from, and when.
+#[derive(Debug)]
+struct LostMember<T> {
+    attrs: UserAttrs,
+    chats: Vec<Arc<str>>,
+    at: T,
+}
+
+impl<T> LostMembers<T>
+where
+    T: Copy + Ord + std::ops::Sub<Output = std::time::Duration>,
+{
+    /// Remembers lost members for `memory`, at most `capacity` of them.
+    pub fn new(memory: std::time::Duration, capacity: usize) -> Self {
+        Self {
+            by_pid: HashMap::new(),
+            order: VecDeque::new(),
+            nodes: HashMap::new(),
+            memory,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// `pid` vanished from `chats` at `now`; its members were told `left`.
+    pub fn lost(&mut self, pid: Pid, attrs: UserAttrs, chats: Vec<Arc<str>>, now: T) {
+        self.forget_old(now);
+        if !self.by_pid.contains_key(&pid) {
+            while self.by_pid.len() >= self.capacity {
+                let Some((at, oldest)) = self.order.pop_front() else {
+                    break;
+                };
+                self.remove_if_lost_at(&oldest, at);
+            }
+        }
+        self.order.push_back((now, pid.clone()));
+        if self.order.len() > 2 * self.capacity + 16 {
+            let by_pid = &self.by_pid;
+            self.order
+                .retain(|(at, pid)| by_pid.get(pid).is_some_and(|lost| lost.at == *at));
+        }
+        let node = pid.node.clone();
+        let entry = self.by_pid.entry(pid).or_insert(LostMember {
+            attrs,
+            chats: Vec::new(),
+            at: now,
+        });
+        entry.at = now;
+        for chat in chats {
+            if !entry.chats.contains(&chat) {
+                *self
+                    .nodes
+                    .entry(chat.clone())
+                    .or_default()
+                    .entry(node.clone())
+                    .or_default() += 1;
+                entry.chats.push(chat);
+            }
+        }
+    }
+
+    /// `pid` is a member of `chat` again: its attributes if it was lost
+    /// from it (its members here must hear `joined`), once.
+    pub fn rejoined(&mut self, chat: &str, pid: &Pid) -> Option<UserAttrs> {
+        let lost = self.by_pid.get_mut(pid)?;
+        let at = lost.chats.iter().position(|known| &**known == chat)?;
+        let chat = lost.chats.swap_remove(at);
+        let attrs = lost.attrs.clone();
+        if lost.chats.is_empty() {
+            self.by_pid.remove(pid);
+        }
+        Self::unindex(&mut self.nodes, &chat, &pid.node);
+        Some(attrs)
+    }
+
+    /// The nodes with members lost from `chat` that may still be there.
+    pub fn nodes_of(&self, chat: &str) -> Vec<Arc<str>> {
+        self.nodes
+            .get(chat)
+            .map(|nodes| nodes.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// `node` registered again everything it still has (a merge is over,
+    /// or it restarted): its members still lost are gone for good.
+    pub fn forget_node(&mut self, node: &str) {
+        let pids: Vec<Pid> = self
+            .by_pid
+            .keys()
+            .filter(|pid| &*pid.node == node)
+            .cloned()
+            .collect();
+        for pid in pids {
+            self.remove(&pid);
+        }
+    }
+
+    /// Number of lost members remembered.
+    pub fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.by_pid.is_empty()
+    }
+
+    fn remove(&mut self, pid: &Pid) {
+        if let Some(lost) = self.by_pid.remove(pid) {
+            for chat in &lost.chats {
+                Self::unindex(&mut self.nodes, chat, &pid.node);
+            }
+        }
+    }
+
+    fn unindex(nodes: &mut HashMap<Arc<str>, HashMap<Arc<str>, usize>>, chat: &str, node: &str) {
+        let Some(of_chat) = nodes.get_mut(chat) else {
+            return;
+        };
+        if let Some(count) = of_chat.get_mut(node) {
+            *count -= 1;
+            if *count == 0 {
+                of_chat.remove(node);
+            }
+        }
+        if of_chat.is_empty() {
+            nodes.remove(chat);
+        }
+    }
+
+    fn forget_old(&mut self, now: T) {
+        while let Some((at, _)) = self.order.front() {
+            if now < *at || now - *at < self.memory {
+                break;
+            }
+            if let Some((at, pid)) = self.order.pop_front() {
+                self.remove_if_lost_at(&pid, at);
+            }
+        }
+    }
+
+    /// Forgets `pid` if `at` is when it was last lost (an older queue
+    /// entry of a member lost again is stale).
+    fn remove_if_lost_at(&mut self, pid: &Pid, at: T) {
+        if self.by_pid.get(pid).is_some_and(|lost| lost.at == at) {
+            self.remove(pid);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,5 +625,118 @@ mod tests {
         assert_eq!(registry.chats_of(&pid(1)), &[] as &[Arc<str>]);
         assert_eq!(registry.user_count(), 1);
         assert_eq!(registry.chat_count(), 1);
+    }
+
+    #[test]
+    fn lost_members_are_announced_again_once_per_chat() {
+        use std::time::{Duration, Instant};
+        let now = Instant::now();
+        let mut lost = LostMembers::new(Duration::from_secs(60), 100);
+        let chats: Vec<Arc<str>> = vec![Arc::from("x"), Arc::from("y")];
+        lost.lost(pid(1), attrs("ann"), chats, now);
+        assert_eq!(lost.rejoined("x", &pid(2)), None, "never lost");
+        assert_eq!(lost.rejoined("x", &pid(1)), Some(attrs("ann")));
+        assert_eq!(lost.rejoined("x", &pid(1)), None, "once");
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost.rejoined("y", &pid(1)), Some(attrs("ann")));
+        assert!(lost.is_empty(), "back in every chat: forgotten");
+        assert!(lost.nodes_of("x").is_empty() && lost.nodes_of("y").is_empty());
+    }
+
+    #[test]
+    fn the_nodes_of_lost_members_are_known_per_chat_until_they_are_back() {
+        use std::time::{Duration, Instant};
+        let now = Instant::now();
+        let mut lost = LostMembers::new(Duration::from_secs(60), 100);
+        let on = |node: &str, id| Pid::new(Arc::from(node), id, 0, 1);
+        lost.lost(on("b@h", 1), attrs("a"), vec![Arc::from("x")], now);
+        lost.lost(
+            on("b@h", 2),
+            attrs("b"),
+            vec![Arc::from("x"), Arc::from("y")],
+            now,
+        );
+        lost.lost(on("c@h", 3), attrs("c"), vec![Arc::from("y")], now);
+        assert_eq!(lost.nodes_of("x"), vec![Arc::from("b@h")]);
+        let mut y = lost.nodes_of("y");
+        y.sort();
+        assert_eq!(y, vec![Arc::from("b@h"), Arc::from("c@h")]);
+        lost.rejoined("x", &on("b@h", 1));
+        assert_eq!(lost.nodes_of("x"), vec![Arc::from("b@h")], "one still lost");
+        // b registered again all it has: the rest of its members are gone.
+        lost.forget_node("b@h");
+        assert!(lost.nodes_of("x").is_empty());
+        assert_eq!(lost.nodes_of("y"), vec![Arc::from("c@h")]);
+        assert_eq!(lost.rejoined("y", &on("b@h", 2)), None);
+        assert_eq!(lost.len(), 1);
+    }
+
+    /// A member lost again counts from its latest loss: past capacity the
+    /// member lost longest ago goes, not the one lost first.
+    #[test]
+    fn a_member_lost_again_is_the_newest() {
+        use std::time::{Duration, Instant};
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let mut lost = LostMembers::new(Duration::from_secs(60), 2);
+        lost.lost(pid(1), attrs("a"), vec![Arc::from("x")], at(0));
+        lost.lost(pid(2), attrs("b"), vec![Arc::from("x")], at(1));
+        lost.lost(pid(1), attrs("a"), vec![Arc::from("y")], at(2));
+        lost.lost(pid(3), attrs("c"), vec![Arc::from("x")], at(3));
+        assert_eq!(lost.len(), 2);
+        assert_eq!(lost.rejoined("x", &pid(2)), None, "b was lost longest ago");
+        assert!(lost.rejoined("y", &pid(1)).is_some());
+        // Memory counts from the latest loss too.
+        let mut lost = LostMembers::new(Duration::from_secs(60), 10);
+        lost.lost(pid(1), attrs("a"), vec![Arc::from("x")], at(0));
+        lost.lost(pid(1), attrs("a"), vec![Arc::from("y")], at(30));
+        lost.lost(pid(2), attrs("b"), vec![Arc::from("x")], at(61));
+        assert_eq!(lost.len(), 2, "a is remembered 61 s after its first loss");
+        lost.lost(pid(3), attrs("c"), vec![Arc::from("x")], at(91));
+        assert_eq!(
+            lost.rejoined("x", &pid(1)),
+            None,
+            "and forgotten 61 s after its last"
+        );
+        // Many losses and returns keep the queue bounded.
+        let mut many = LostMembers::new(Duration::from_secs(60), 100);
+        for id in 0..10_000 {
+            many.lost(pid(id), attrs("m"), vec![Arc::from("x")], at(0));
+            many.rejoined("x", &pid(id));
+        }
+        assert!(many.is_empty());
+        assert!(many.order.len() <= 2 * 100 + 16, "{}", many.order.len());
+    }
+
+    #[test]
+    fn lost_members_are_forgotten_after_a_while_and_past_capacity() {
+        use std::time::{Duration, Instant};
+        let start = Instant::now();
+        let mut lost = LostMembers::new(Duration::from_secs(60), 2);
+        lost.lost(pid(1), attrs("a"), vec![Arc::from("x")], start);
+        lost.lost(
+            pid(2),
+            attrs("b"),
+            vec![Arc::from("x")],
+            start + Duration::from_secs(1),
+        );
+        // Past capacity: the oldest goes.
+        lost.lost(
+            pid(3),
+            attrs("c"),
+            vec![Arc::from("x")],
+            start + Duration::from_secs(2),
+        );
+        assert_eq!(lost.len(), 2);
+        assert_eq!(lost.rejoined("x", &pid(1)), None);
+        // Past its memory: forgotten at the next loss.
+        lost.lost(
+            pid(4),
+            attrs("d"),
+            vec![Arc::from("x")],
+            start + Duration::from_secs(61),
+        );
+        assert_eq!(lost.rejoined("x", &pid(2)), None);
+        assert_eq!(lost.rejoined("x", &pid(3)), Some(attrs("c")));
     }
 }

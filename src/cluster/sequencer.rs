@@ -20,6 +20,16 @@
 //! The stream machinery is generic over a [`Sink`] (who reserves numbers and
 //! who emits), so it is tested here without a cluster. A chat's task retires
 //! after it has been idle for a while; its queue goes with it.
+//!
+//! [`ChatCounter`] is what a node knows of one chat's counter in the
+//! cluster, and decides which registration to increment and by how much. A
+//! gproc counter is keyed by its owner, so `{c,g,{flack_seq, Chat}}` can be
+//! registered by two nodes at once (a new chat, a chat whose counter's owner
+//! went away, the two sides of a healed partition). Every node then
+//! increments the same one, the lowest owner, adding to its increment the
+//! gap between that counter's value and the highest number it has seen, so
+//! numbers never go back after a merge. A second registration stays until
+//! the chat empties (see the directory).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -138,6 +148,119 @@ impl<T: Send + 'static> Streams<T> {
             sink.emit(&chat, first, &mut batch).await;
             batch.clear();
         }
+    }
+}
+
+/// What this node knows of one chat's sequence counter in the cluster:
+/// every registration of it with the last value seen, and the highest
+/// number seen or handed out here. Owners are ordered (`O: Ord`) so that
+/// nodes that have seen the same registrations choose the same one.
+#[derive(Debug, Clone)]
+pub struct ChatCounter<O> {
+    registrations: Vec<(O, u64)>,
+    last: u64,
+}
+
+impl<O> Default for ChatCounter<O> {
+    fn default() -> Self {
+        Self {
+            registrations: Vec::new(),
+            last: 0,
+        }
+    }
+}
+
+/// How to reserve a chat's next numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan<O> {
+    /// `update_counter` of `owner`'s registration by `by`: the count asked
+    /// for, plus what that counter lags behind the highest number seen.
+    Increment {
+        /// The registration every node increments.
+        owner: O,
+        /// The increment.
+        by: u64,
+    },
+    /// No registration is known: register one whose value is the last of
+    /// the numbers asked for.
+    Register {
+        /// The new counter's value.
+        initial: u64,
+    },
+}
+
+impl<O: Ord + Clone> ChatCounter<O> {
+    /// The highest number seen or handed out for the chat.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// The registration every node increments: the lowest owner.
+    pub fn chosen(&self) -> Option<&O> {
+        self.registrations.iter().map(|(owner, _)| owner).min()
+    }
+
+    /// Every known owner of a registration.
+    pub fn owners(&self) -> impl Iterator<Item = &O> {
+        self.registrations.iter().map(|(owner, _)| owner)
+    }
+
+    /// Whether no registration is known.
+    pub fn is_unregistered(&self) -> bool {
+        self.registrations.is_empty()
+    }
+
+    /// `owner`'s registration has `value` (registered or updated).
+    pub fn registered(&mut self, owner: O, value: u64) {
+        self.last = self.last.max(value);
+        match self
+            .registrations
+            .iter_mut()
+            .find(|(known, _)| *known == owner)
+        {
+            Some((_, known)) => *known = (*known).max(value),
+            None => self.registrations.push((owner, value)),
+        }
+    }
+
+    /// A reservation on `owner`'s registration ended at `value` (the leader's
+    /// reply). Only the value is learnt: the registration itself is known
+    /// from the broadcasts, which may already have said it is gone.
+    pub fn issued(&mut self, owner: &O, value: u64) {
+        self.last = self.last.max(value);
+        if let Some((_, known)) = self
+            .registrations
+            .iter_mut()
+            .find(|(known, _)| known == owner)
+        {
+            *known = (*known).max(value);
+        }
+    }
+
+    /// `owner`'s registration is gone (unregistered, or its node went away).
+    pub fn unregistered(&mut self, owner: &O) {
+        self.registrations.retain(|(known, _)| known != owner);
+    }
+
+    /// How to reserve `count` numbers.
+    pub fn plan(&self, count: u64) -> Plan<O> {
+        let chosen = self.registrations.iter().min_by(|(a, _), (b, _)| a.cmp(b));
+        match chosen {
+            Some((owner, value)) => Plan::Increment {
+                owner: owner.clone(),
+                by: count + self.last.saturating_sub(*value),
+            },
+            None => Plan::Register {
+                initial: self.last + count,
+            },
+        }
+    }
+
+    /// No cluster answer: the next `count` numbers are taken here, above
+    /// every number seen. Returns the last of them.
+    pub fn reserve_locally(&mut self, count: u64) -> u64 {
+        self.last += count;
+        self.last
     }
 }
 
@@ -293,5 +416,64 @@ mod tests {
         settle().await;
         let sequences: Vec<u64> = sink.emitted.lock().iter().map(|(_, s, _)| *s).collect();
         assert_eq!(sequences, vec![1, 2]);
+    }
+
+    /// A cluster of counters as gproc keeps them (one per owner), and nodes
+    /// that follow every registration: what the leader would answer.
+    #[test]
+    fn every_node_increments_the_lowest_registration() {
+        let mut a: ChatCounter<&str> = ChatCounter::default();
+        let mut b: ChatCounter<&str> = ChatCounter::default();
+        // Two nodes registered at once; the broadcasts arrive in any order.
+        a.registered("n2", 7);
+        a.registered("n1", 3);
+        b.registered("n1", 3);
+        b.registered("n2", 7);
+        assert_eq!(a.chosen(), Some(&"n1"));
+        assert_eq!(b.chosen(), Some(&"n1"));
+        // The chosen counter lags behind the highest number seen (7): the
+        // increment closes the gap, so the next numbers are 8 and 9.
+        assert_eq!(a.plan(2), Plan::Increment { owner: "n1", by: 6 });
+        a.issued(&"n1", 3 + 6);
+        assert_eq!(a.last(), 9);
+        assert_eq!(a.plan(1), Plan::Increment { owner: "n1", by: 1 });
+        // The other registration goes: still the same one.
+        a.unregistered(&"n2");
+        assert_eq!(a.chosen(), Some(&"n1"));
+    }
+
+    #[test]
+    fn numbers_never_go_back_when_the_chosen_registration_goes() {
+        let mut c: ChatCounter<&str> = ChatCounter::default();
+        c.registered("n1", 40);
+        c.registered("n2", 12);
+        c.unregistered(&"n1");
+        // n2's counter is behind what was seen from n1's.
+        match c.plan(3) {
+            Plan::Increment { owner, by } => {
+                assert_eq!(owner, "n2");
+                assert!(12 + by - 3 >= 40, "the next numbers start above 40");
+            }
+            other => panic!("{other:?}"),
+        }
+        c.unregistered(&"n2");
+        assert!(c.is_unregistered());
+        // A late reply for a registration already gone: its value counts,
+        // the registration stays gone.
+        c.issued(&"n2", 30);
+        assert!(c.is_unregistered());
+        assert_eq!(c.plan(3), Plan::Register { initial: 43 });
+        // Without an answer, local numbers continue above them too.
+        assert_eq!(c.reserve_locally(2), 42);
+        assert_eq!(c.plan(1), Plan::Register { initial: 43 });
+    }
+
+    #[test]
+    fn values_of_a_registration_only_grow() {
+        let mut c: ChatCounter<&str> = ChatCounter::default();
+        c.registered("n1", 10);
+        // A late broadcast of an older value.
+        c.registered("n1", 8);
+        assert_eq!(c.plan(1), Plan::Increment { owner: "n1", by: 1 });
     }
 }

@@ -226,6 +226,7 @@ impl Cluster {
         let names: Vec<String> = (0..kinds.len())
             .map(|i| format!("f{i}@127.{b}.{c}.{}", i + 1))
             .collect();
+        let mut web_ports = HashSet::new();
         let slots = kinds
             .iter()
             .enumerate()
@@ -236,7 +237,7 @@ impl Cluster {
                     kind: *kind,
                     name: names[i].clone(),
                     ip: Ipv4Addr::new(127, b, c, i as u8 + 1),
-                    web: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+                    web: SocketAddr::from(([127, 0, 0, 1], web_port(&mut web_ports))),
                     dir,
                     child: None,
                     stopped: false,
@@ -414,6 +415,47 @@ impl Cluster {
 
     /// Runs `expr` on node `i` by rpc from a hidden `erl` (original nodes).
     pub async fn rpc(&self, i: usize, expr: &str) -> String {
+        self.rpc_within(i, expr, Duration::from_secs(3)).await
+    }
+
+    /// What is wrong with `global` on the running original nodes: on each,
+    /// `global:sync()` must return `ok` (within 30 s: a Rust node that
+    /// did not take part in global's exchanges would make it wait for
+    /// ever), and `nodes()` must list every other running node (nobody
+    /// disconnected by `prevent_overlapping_partitions`, on by default in
+    /// OTP 25). Empty when all is well.
+    pub async fn global_problems(&self) -> Vec<String> {
+        let alive = self.alive();
+        let mut problems = Vec::new();
+        for &i in &alive {
+            if self.slots[i].kind != Kind::Original {
+                continue;
+            }
+            let out = self
+                .rpc_within(
+                    i,
+                    "{global:sync(), lists:sort(nodes())}",
+                    Duration::from_secs(30),
+                )
+                .await;
+            if !out.starts_with("{ok,") {
+                problems.push(format!("{}: global:sync() gave {out}", self.names[i]));
+                continue;
+            }
+            for &j in &alive {
+                if j != i && !out.contains(&format!("'{}'", self.names[j])) {
+                    problems.push(format!(
+                        "{} does not list {}: {out}",
+                        self.names[i], self.names[j]
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
+    /// [`Cluster::rpc`] with the rpc's own timeout.
+    pub async fn rpc_within(&self, i: usize, expr: &str, within: Duration) -> String {
         static N: AtomicU32 = AtomicU32::new(0);
         let probe = format!(
             "probe{}x{}@127.0.0.1",
@@ -421,9 +463,10 @@ impl Cluster {
             N.fetch_add(1, Ordering::Relaxed)
         );
         let code = format!(
-            "R = rpc:call('{}', erlang, apply, [fun() -> {expr} end, []], 3000), \
+            "R = rpc:call('{}', erlang, apply, [fun() -> {expr} end, []], {}), \
              io:format(\"~0p~n\", [R]), halt().",
-            self.slots[i].name
+            self.slots[i].name,
+            within.as_millis()
         );
         let out = tokio::process::Command::new("erl")
             .args(["-noshell", "-hidden", "-name", &probe, "-setcookie", COOKIE])
@@ -432,7 +475,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output();
-        match tokio::time::timeout(Duration::from_secs(15), out).await {
+        match tokio::time::timeout(within + Duration::from_secs(12), out).await {
             Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
             _ => "timeout".to_owned(),
         }
@@ -718,6 +761,33 @@ impl User {
         self.log.lock().sent.len() as u64
     }
 
+    /// The members this user knows of, as its `chat_state` and the
+    /// `joined` and `left` records after it build them, and the user_ids it
+    /// was told joined while it already listed them.
+    pub fn member_list(&self) -> (HashSet<String>, Vec<String>) {
+        let log = self.log.lock();
+        let mut members = HashSet::new();
+        let mut twice = Vec::new();
+        for (_, event) in &log.events {
+            match event {
+                Event::State(ids) => {
+                    members = ids.iter().filter(|id| !id.is_empty()).cloned().collect();
+                }
+                Event::Joined(id) => {
+                    let new = members.insert(id.clone());
+                    if !new {
+                        twice.push(id.clone());
+                    }
+                }
+                Event::Left(id) => {
+                    members.remove(id);
+                }
+                _ => {}
+            }
+        }
+        (members, twice)
+    }
+
     pub fn lefts(&self) -> Vec<(Instant, String)> {
         self.log
             .lock()
@@ -960,6 +1030,68 @@ pub fn log_errors(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Events a node numbered itself for want of an answer from the cluster
+/// (its "no sequence from the cluster" warnings, each with the number of
+/// events of its batch), over every node's log.
+pub fn locally_numbered(cluster: &Cluster) -> u64 {
+    cluster
+        .slots
+        .iter()
+        .map(|slot| {
+            std::fs::read_to_string(slot.log())
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| line.contains("no sequence from the cluster"))
+                .map(|line| {
+                    line.split_whitespace()
+                        .find_map(|field| field.strip_prefix("events="))
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(1)
+                })
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// Distinct messages that arrived with the same sequence number (in the
+/// one room every user is in), over every user's log: how many numbers were
+/// handed out twice.
+pub fn repeated_sequences(users: &[&User]) -> usize {
+    repeated_sequences_posted(users, |_| true)
+}
+
+/// [`repeated_sequences`] among the messages posted when `counted` holds.
+pub fn repeated_sequences_posted(users: &[&User], counted: impl Fn(Instant) -> bool) -> usize {
+    let posted: HashMap<(String, u64), Instant> = users
+        .iter()
+        .flat_map(|user| {
+            let sent = user.log.lock().sent.clone();
+            sent.into_iter()
+                .map(|(n, at)| ((user.id.clone(), n), at))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut by_sequence: HashMap<u64, HashSet<(String, u64)>> = HashMap::new();
+    for user in users {
+        for (_, event) in &user.log.lock().events {
+            if let Event::Message { from, n, sequence } = event
+                && posted
+                    .get(&(from.clone(), *n))
+                    .is_some_and(|at| counted(*at))
+            {
+                by_sequence
+                    .entry(*sequence)
+                    .or_default()
+                    .insert((from.clone(), *n));
+            }
+        }
+    }
+    by_sequence
+        .values()
+        .filter(|messages| messages.len() > 1)
+        .count()
+}
+
 /// Resident set size of a process, in kB.
 pub fn rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -982,4 +1114,27 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> Op
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
+}
+
+/// A web port for a node, outside the kernel's ephemeral range: a node
+/// restarted mid-test binds its port again, and an ephemeral port (what
+/// `free_port` hands out) can meanwhile be the local end of some outgoing
+/// connection (a test client's, a node's distribution link); an original
+/// node then died at boot with `eaddrinuse`. Distinct within a cluster.
+pub fn web_port(taken: &mut HashSet<u16>) -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16.min(ephemeral_low.saturating_sub(1_000));
+    for _ in 0..if low < ephemeral_low { 1_000 } else { 0 } {
+        let port = rand::random_range(low..ephemeral_low);
+        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
+            return port;
+        }
+    }
+    let port = free_port();
+    taken.insert(port);
+    port
 }
