@@ -111,7 +111,10 @@ impl World {
         };
         let (a, b, t) = world.names();
         for (from, to) in [(&a, &b), (&a, &t), (&b, &t)] {
-            let r = world.ctl.cmd(from, tuple(vec![atom("connect"), atom(to)])).await;
+            let r = world
+                .ctl
+                .cmd(from, tuple(vec![atom("connect"), atom(to)]))
+                .await;
             assert_eq!(as_atom(&r), Some("true"), "{from} connects to {to}");
         }
         world.eventually_all_connected().await;
@@ -224,7 +227,10 @@ impl World {
                 .ctl
                 .cmd(
                     &erl,
-                    tuple(vec![atom("global_sync"), Term::from(eetf::FixInteger::from(30_000))]),
+                    tuple(vec![
+                        atom("global_sync"),
+                        Term::from(eetf::FixInteger::from(30_000)),
+                    ]),
                 )
                 .await;
             assert_eq!(as_atom(&r), Some("ok"), "global:sync() on {erl}");
@@ -235,14 +241,18 @@ impl World {
         let (a, b, _) = self.names();
         match (cut, &self.third) {
             (Cut::AFromB, _) => {
-                self.ctl.cmd(&a, tuple(vec![atom("disconnect"), atom(&b)])).await;
+                self.ctl
+                    .cmd(&a, tuple(vec![atom("disconnect"), atom(&b)]))
+                    .await;
             }
             (Cut::ThirdFromA, ThirdNode::Rust(node)) => {
                 assert!(node.disconnect(&a), "the Rust node was connected to a");
             }
             (Cut::ThirdFromA, ThirdNode::Erl(e)) => {
                 let t = e.name.clone();
-                self.ctl.cmd(&t, tuple(vec![atom("disconnect"), atom(&a)])).await;
+                self.ctl
+                    .cmd(&t, tuple(vec![atom("disconnect"), atom(&a)]))
+                    .await;
             }
         }
     }
@@ -331,7 +341,10 @@ async fn a_killed_node_started_again_costs_nobody_else_a_connection() {
             &[],
         );
         world.ctl.agent_up(&b).await;
-        let r = world.ctl.cmd(&b, tuple(vec![atom("connect"), atom(&a)])).await;
+        let r = world
+            .ctl
+            .cmd(&b, tuple(vec![atom("connect"), atom(&a)]))
+            .await;
         assert_eq!(as_atom(&r), Some("true"), "round {round}: b connects to a");
         world.eventually_all_connected().await;
         world.sync_everywhere().await;
@@ -351,9 +364,7 @@ async fn a_killed_node_started_again_costs_nobody_else_a_connection() {
         .mailbox
         .receive(Duration::from_millis(500), |r| match r {
             Received::Message(_, m) => match as_tuple(m) {
-                Some([tag, inner]) if as_atom(tag) == Some("agent_got") => {
-                    Some(inner.clone())
-                }
+                Some([tag, inner]) if as_atom(tag) == Some("agent_got") => Some(inner.clone()),
                 _ => None,
             },
             _ => None,

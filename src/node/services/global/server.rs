@@ -279,7 +279,11 @@ impl GlobalServer {
 
     /// Sets `prevent_overlapping_partitions` and this incarnation's
     /// `XCreation` (see [`x_creation`]), as global's `init/1` reads them.
-    pub fn with_partitions(mut self, prevent_overlapping_partitions: bool, x_creation: i64) -> Self {
+    pub fn with_partitions(
+        mut self,
+        prevent_overlapping_partitions: bool,
+        x_creation: i64,
+    ) -> Self {
         self.prevent_overlapping_partitions = prevent_overlapping_partitions;
         self.x_creation = x_creation;
         self

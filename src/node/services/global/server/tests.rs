@@ -56,7 +56,9 @@ fn deliver(
     for action in actions {
         match action {
             Action::Cast { node, msg } if node == *to.me() => to.cast(&msg, &mut out),
-            Action::Send { node, msg } if node == *to.me() => to.info(&msg, &|_| true, Instant::now(), &mut out),
+            Action::Send { node, msg } if node == *to.me() => {
+                to.info(&msg, &|_| true, Instant::now(), &mut out)
+            }
             Action::Cast { .. } | Action::Send { .. } => {}
             other => side.push(other),
         }
@@ -459,7 +461,10 @@ fn a_report_is_passed_on_once_and_the_lost_node_asked_to_go() {
     let mut out = Vec::new();
     s.info(&report, &|_| true, now, &mut out);
     let sent = sends(&out);
-    assert!(sent.contains(&(n("b@h"), report.clone())), "passed on: {sent:?}");
+    assert!(
+        sent.contains(&(n("b@h"), report.clone())),
+        "passed on: {sent:?}"
+    );
     assert!(sent.contains(&(n("d@h"), report.clone())));
     assert!(!sent.iter().any(|(n, _)| &**n == "a@h"), "not back to a");
     assert!(sent.contains(&(
@@ -499,7 +504,12 @@ fn a_report_of_our_own_loss_asks_the_reporter_to_go() {
     let mut s = GlobalServer::new(n("b@h")).with_partitions(true, 1 << 59);
     s.add_to_known(&[(n("a@h"), 8), (n("c@h"), 8)]);
     let mut out = Vec::new();
-    s.info(&lost("a@h", 5, 1, "b@h"), &|_| true, Instant::now(), &mut out);
+    s.info(
+        &lost("a@h", 5, 1, "b@h"),
+        &|_| true,
+        Instant::now(),
+        &mut out,
+    );
     assert!(sends(&out).contains(&(
         n("a@h"),
         tuple(vec![atom("remove_connection"), atom("b@h")])
@@ -507,7 +517,12 @@ fn a_report_of_our_own_loss_asks_the_reporter_to_go() {
     assert_eq!(s.known_nodes(), vec![n("c@h")]);
     // A report about nodes we do not know is only passed on.
     out.clear();
-    s.info(&lost("x@h", 5, 1, "y@h"), &|_| true, Instant::now(), &mut out);
+    s.info(
+        &lost("x@h", 5, 1, "y@h"),
+        &|_| true,
+        Instant::now(),
+        &mut out,
+    );
     assert_eq!(sends(&out).len(), 1, "to c only: {out:?}");
     assert_eq!(s.known_nodes(), vec![n("c@h")]);
 }
@@ -517,7 +532,12 @@ fn reports_are_ignored_with_the_option_off_and_bad_ones_always() {
     let mut off = GlobalServer::new(n("c@h")).with_partitions(false, 1 << 59);
     off.add_to_known(&[(n("a@h"), 8), (n("b@h"), 8)]);
     let mut out = Vec::new();
-    off.info(&lost("a@h", 5, 1, "b@h"), &|_| true, Instant::now(), &mut out);
+    off.info(
+        &lost("a@h", 5, 1, "b@h"),
+        &|_| true,
+        Instant::now(),
+        &mut out,
+    );
     assert!(out.is_empty());
     assert_eq!(off.known_nodes().len(), 2);
     let mut on = GlobalServer::new(n("c@h")).with_partitions(true, 1 << 59);
