@@ -278,7 +278,8 @@ impl GlobalServer {
     }
 
     /// Sets `prevent_overlapping_partitions` and this incarnation's
-    /// `XCreation` (see [`x_creation`]), as global's `init/1` reads them.
+    /// `XCreation` (a number no earlier incarnation of the node used), as
+    /// global's `init/1` reads and makes them.
     pub fn with_partitions(
         mut self,
         prevent_overlapping_partitions: bool,
@@ -287,11 +288,6 @@ impl GlobalServer {
         self.prevent_overlapping_partitions = prevent_overlapping_partitions;
         self.x_creation = x_creation;
         self
-    }
-
-    /// Whether this node prevents overlapping partitions.
-    pub fn prevents_overlapping_partitions(&self) -> bool {
-        self.prevent_overlapping_partitions
     }
 
     /// This node's name.
