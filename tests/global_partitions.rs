@@ -1,8 +1,10 @@
 //! `prevent_overlapping_partitions` on the Rust node, against real `erl`
 //! nodes (Debian's OTP 25, where the option is on by default): each
 //! scenario runs twice, once with a third `erl` node and once with the
-//! Rust node in its place, and the nodes must end up connected to the same
-//! nodes both times.
+//! Rust node in its place. With the option off the nodes must end up
+//! connected to the same nodes both times; with it on, OTP's own result
+//! depends on the order in which two reports race, so both runs must end
+//! in one of the results OTP's rules allow ([`is_otp_outcome`]).
 //!
 //! - An overlapping partition: `a`, `b` and the third node all connected,
 //!   then one connection is cut (`a`–`b`, or the third node–`a`), with the
@@ -28,6 +30,13 @@ const GUARD: Duration = Duration::from_secs(40);
 
 /// Polls of an unchanged connection map (300 ms apart) taken as settled.
 const STEADY_POLLS: usize = 10;
+
+/// The hidden controller's mesh keeper ticks once, at start: on later
+/// ticks it would connect the controller to the Rust node, whose own
+/// keeper then asks the controller (connected to every node) for its
+/// nodes and connects to them, undoing any cut; no Erlang node has such a
+/// keeper.
+const NO_MESH_TICKS: Duration = Duration::from_secs(3600);
 
 /// The third node of a scenario, with its `prevent_overlapping_partitions`.
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +80,7 @@ impl World {
         let epmd = TestEpmd::start().await;
         let mut config = rust_config(&unique(&format!("ctl{stem}")), &cookie, epmd.port);
         config.hidden = true;
+        config.mesh_interval = NO_MESH_TICKS;
         let controller = Node::start(config).await.expect("controller starts");
         let mut ctl = Ctl::new(&controller);
         let start_erl = async |ctl: &mut Ctl, stem: &str, extra: &[&str]| {
@@ -271,17 +281,65 @@ async fn scenario(stem: &str, third: Third, cut: Cut) -> Links {
     links
 }
 
+/// The connections as pairs, checking both ends agree.
+fn pairs(links: &Links) -> BTreeSet<(&'static str, &'static str)> {
+    let mut pairs = BTreeSet::new();
+    for (x, peers) in links {
+        for y in peers {
+            assert!(
+                links[y].contains(x),
+                "{x} lists {y} but not the reverse: {links:?}"
+            );
+            pairs.insert(if x < y { (*x, *y) } else { (*y, *x) });
+        }
+    }
+    pairs
+}
+
+/// What OTP's `prevent_overlapping_partitions` leaves: no overlapping
+/// partition, that is no node connected to two nodes that are not
+/// connected to each other (with three nodes: not exactly two
+/// connections). Which partitions form depends on the order in which the
+/// two ends' `lost_connection` reports and the peers' `remove_connection`
+/// requests race, and on nodes connecting again afterwards (an Erlang
+/// node's locker connects on send), so OTP's own runs differ: seen with
+/// three erl nodes, nobody connected (most runs), the node the cut spared
+/// still connected to the third, and all three connected again.
+fn is_otp_outcome(links: &Links) -> bool {
+    let pairs = pairs(links);
+    let connected = |x: &str, y: &str| {
+        pairs
+            .iter()
+            .any(|(p, q)| (*p == x && *q == y) || (*p == y && *q == x))
+    };
+    let nodes = ["a", "b", "third"];
+    nodes.iter().all(|x| {
+        nodes.iter().all(|y| {
+            nodes.iter().all(|z| {
+                x == y
+                    || y == z
+                    || x == z
+                    || !(connected(x, y) && connected(x, z))
+                    || connected(y, z)
+            })
+        })
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overlapping_partition_ends_as_with_an_erlang_node_in_its_place() {
     require_erl!();
     for cut in [Cut::AFromB, Cut::ThirdFromA] {
         let otp = scenario("pon", Third::Erl { prevent: true }, cut).await;
+        assert!(
+            is_otp_outcome(&otp),
+            "the rule does not describe OTP after {cut:?}: {otp:?}"
+        );
         let rust = scenario("pon", Third::Rust { prevent: true }, cut).await;
-        assert_eq!(rust, otp, "after {cut:?}: Rust node vs erl node");
-        // The option is at work: the third node is not left bridging the
-        // two sides of the cut.
-        let bridging = otp["third"].contains("a") && otp["third"].contains("b");
-        assert!(!bridging, "OTP left an overlapping partition: {otp:?}");
+        assert!(
+            is_otp_outcome(&rust),
+            "after {cut:?} the Rust node left what OTP does not: {rust:?} (an erl node: {otp:?})"
+        );
     }
 }
 

@@ -174,6 +174,12 @@ async fn serve(shared: Arc<Shared>, node: Node, me: Pid, mut mailbox: Mailbox) {
     }
     loop {
         tokio::select! {
+            // Node events first: on an Erlang node the `nodedown` of a
+            // connection this node drops is in global's mailbox before any
+            // later message from a peer, and prevent_overlapping_partitions
+            // depends on that order (a peer's `remove_connection` handled
+            // before our own nodedown would leave our loss unreported).
+            biased;
             _ = stop.cancelled() => return,
             e = events.recv() => match e {
                 Ok(NodeEvent::Up(peer)) => {
