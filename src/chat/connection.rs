@@ -254,7 +254,12 @@ impl Connection {
                     if self.already_known(&event) {
                         continue;
                     }
-                    if let Err(ending) = self.write_events(event.json.clone(), &mut mailbox).await {
+                    // Boxed: the pinned signals above live across this
+                    // await, and inline the write's state would add to
+                    // every idle session's task (one allocation per batch
+                    // is cheap next to the write itself).
+                    let write = Box::pin(self.write_events(event.json.clone(), &mut mailbox));
+                    if let Err(ending) = write.await {
                         return ending;
                     }
                 }
