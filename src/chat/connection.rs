@@ -258,7 +258,11 @@ impl Connection {
                     // await, and inline the write's state would add to
                     // every idle session's task (one allocation per batch
                     // is cheap next to the write itself).
-                    let write = Box::pin(self.write_events(event.json.clone(), &mut mailbox));
+                    let write = Box::pin(self.write_events(
+                        event.json.clone(),
+                        &mut mailbox,
+                        overflow_signal.as_mut(),
+                    ));
                     if let Err(ending) = write.await {
                         return ending;
                     }
@@ -447,10 +451,15 @@ impl Connection {
     }
 
     /// Writes `first` and whatever else is already queued, then flushes once.
+    /// A client that stops reading blocks the write; its queue can fill
+    /// meanwhile, and `overflow` ends the write as soon as it does rather
+    /// than after the write timeout (the queue's bound, not the clock,
+    /// decides when a slow client goes).
     async fn write_events(
         &mut self,
         first: Utf8Bytes,
         mailbox: &mut Mailbox,
+        overflow: Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), Ending> {
         let limits = self.context.limits;
         let metrics = self.context.metrics.clone();
@@ -472,18 +481,29 @@ impl Connection {
             io.flush().await?;
             Ok::<u64, tungstenite::Error>(payloads.len() as u64)
         };
-        match timeout(limits.write_timeout, batch).await {
-            Ok(Ok(written)) => {
+        let outcome = tokio::select! {
+            biased;
+            written = timeout(limits.write_timeout, batch) => Some(written),
+            () = overflow => None,
+        };
+        match outcome {
+            Some(Ok(Ok(written))) => {
                 Metrics::add(&metrics.frames_out, written);
                 Ok(())
             }
-            Ok(Err(error)) => Err(Ending::ClientVanished(error.to_string())),
-            Err(_) => Err(Box::pin(self.drop_slow_consumer()).await),
+            Some(Ok(Err(error))) => Err(Ending::ClientVanished(error.to_string())),
+            Some(Err(_)) | None => Err(Box::pin(self.drop_slow_consumer()).await),
         }
     }
 
     async fn drop_slow_consumer(&mut self) -> Ending {
         Metrics::bump(&self.context.metrics.slow_clients_dropped);
+        // Leave every chat before the close handshake: a client that does
+        // not read holds the close frame's write and the linger for up to
+        // two seconds, during which its members would not hear `left` and
+        // its full queue would keep being offered events. (Ending the
+        // session does this again, which finds nothing left to do.)
+        Box::pin(self.context.directory.session_ended(&self.pid)).await;
         self.close(
             CloseCode::from(CLOSE_SLOW_CONSUMER),
             "slow consumer: outbound queue full",
