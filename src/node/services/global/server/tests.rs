@@ -401,3 +401,12 @@ fn a_remove_connection_from_a_known_node_disconnects_it() {
     );
     assert!(out.is_empty());
 }
+
+#[test]
+fn get_known_answers_node_names_as_otp_does() {
+    // global_SUITE's get_known/1 compares the answer with node names.
+    let mut s = GlobalServer::new(n("a@h"));
+    s.add_to_known(&[(n("b@h"), 8)]);
+    let out = call(&mut s, &pid("a@h", 1), atom("get_known"));
+    assert_eq!(replied(&out), Some(list(vec![atom("b@h")])));
+}
