@@ -96,6 +96,24 @@ async fn cluster(stem: &str, n: usize) -> (TestEpmd, Node, Ctl, Vec<Erl>) {
     (epmd, node, ctl, erls)
 }
 
+/// [`cluster`] of two Erlang nodes, synced on both, which `global` has
+/// connected to each other through the Rust node.
+async fn meshed_cluster(stem: &str) -> (TestEpmd, Node, Ctl, Vec<Erl>) {
+    let (epmd, node, mut ctl, erls) = cluster(stem, 2).await;
+    for erl in &erls {
+        assert_eq!(erl_sync(&mut ctl, &erl.name).await, "ok");
+    }
+    let (a, b) = (&erls[0].name, &erls[1].name);
+    eventually("global meshes the Erlang nodes", async || {
+        eval(&mut ctl, a, "nodes().")
+            .await
+            .to_string()
+            .contains(b.as_str())
+    })
+    .await;
+    (epmd, node, ctl, erls)
+}
+
 /// Waits until `check` holds, up to `GUARD`.
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + GUARD;
@@ -246,19 +264,9 @@ fn erl_lock_holder(id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_exclude_holders_across_erlang_and_rust() {
     require_erl!();
-    let (_epmd, node, mut ctl, erls) = cluster("glock", 2).await;
+    let (_epmd, node, mut ctl, erls) = meshed_cluster("glock").await;
     let global = node.global().expect("global");
-    for erl in &erls {
-        assert_eq!(erl_sync(&mut ctl, &erl.name).await, "ok");
-    }
     let (a, b) = (erls[0].name.clone(), erls[1].name.clone());
-    eventually("global meshes the Erlang nodes", async || {
-        eval(&mut ctl, &a, "nodes().")
-            .await
-            .to_string()
-            .contains(b.as_str())
-    })
-    .await;
 
     // A lock held through the Rust API blocks trans and set_lock on erl.
     let held = global
@@ -360,19 +368,9 @@ async fn locks_exclude_holders_across_erlang_and_rust() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_while_holding_a_lock_leaves_no_stuck_lock() {
     require_erl!();
-    let (_epmd, node, mut ctl, mut erls) = cluster("gkill", 2).await;
+    let (_epmd, node, mut ctl, mut erls) = meshed_cluster("gkill").await;
     let global = node.global().expect("global");
-    for erl in &erls {
-        assert_eq!(erl_sync(&mut ctl, &erl.name).await, "ok");
-    }
     let (a, b) = (erls[0].name.clone(), erls[1].name.clone());
-    eventually("global meshes the Erlang nodes", async || {
-        eval(&mut ctl, &a, "nodes().")
-            .await
-            .to_string()
-            .contains(b.as_str())
-    })
-    .await;
     let holder = eval(&mut ctl, &b, &erl_lock_holder("{res3, on_b}")).await;
     assert!(
         holder.to_string().contains("true"),

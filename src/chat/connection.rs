@@ -211,19 +211,31 @@ impl Connection {
         let limits = self.context.limits;
         let shutdown = self.context.shutdown.clone();
         let control = mailbox.control.clone();
-        let mut idle_deadline = Instant::now() + limits.idle_timeout;
+        // The signals and the one deadline timer are made once, not per
+        // turn of the loop: in a 1000-member room every event wakes every
+        // member, and re-registering three waiters and a timer on each wake
+        // was a visible share of the fan-out's cost.
+        let shutdown_signal = shutdown.cancelled();
+        let overflow_signal = control.wait_overflow();
+        let terminated_signal = control.wait_terminated();
+        tokio::pin!(shutdown_signal, overflow_signal, terminated_signal);
         let hello_deadline = Instant::now() + limits.handshake_timeout;
+        // The idle deadline moves with every frame; the timer is only moved
+        // when it fires early (below).
+        let mut last_frame = Instant::now();
+        let timer = sleep_until(hello_deadline.min(last_frame + limits.idle_timeout));
+        tokio::pin!(timer);
         loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {
+                () = &mut shutdown_signal => {
                     Box::pin(self.close(CloseCode::Away, "server shutting down")).await;
                     return Ending::Shutdown;
                 }
-                () = control.wait_overflow() => {
+                () = &mut overflow_signal => {
                     return Box::pin(self.drop_slow_consumer()).await;
                 }
-                () = control.wait_terminated() => {
+                () = &mut terminated_signal => {
                     Box::pin(self.close(CloseCode::Error, "session process ended")).await;
                     return Ending::Killed;
                 }
@@ -231,7 +243,7 @@ impl Connection {
                     self.posting = None;
                 }
                 frame = self.socket.next(), if self.posting.is_none() => {
-                    idle_deadline = Instant::now() + limits.idle_timeout;
+                    last_frame = Instant::now();
                     // Boxed: handling a frame may await the directory (the
                     // cluster's leader calls), a large state to carry idle.
                     if let Some(ending) = Box::pin(self.on_frame(frame)).await {
@@ -242,20 +254,37 @@ impl Connection {
                     if self.already_known(&event) {
                         continue;
                     }
-                    if let Err(ending) = self.write_events(event.json.clone(), &mut mailbox).await {
+                    // Boxed: the pinned signals above live across this
+                    // await, and inline the write's state would add to
+                    // every idle session's task (one allocation per batch
+                    // is cheap next to the write itself).
+                    let write = Box::pin(self.write_events(
+                        event.json.clone(),
+                        &mut mailbox,
+                        overflow_signal.as_mut(),
+                    ));
+                    if let Err(ending) = write.await {
                         return ending;
                     }
                 }
-                () = sleep_until(hello_deadline), if self.session.phase() == Phase::Hello => {
-                    debug!(pid = %self.pid, "no client_hello before the handshake deadline");
-                    return Box::pin(self.fail(crate::events::protocol::ProtocolError::hello_expected()))
-                        .await
-                        .unwrap_or(Ending::Idle);
-                }
-                () = sleep_until(idle_deadline) => {
-                    Metrics::bump(&self.context.metrics.idle_timeouts);
-                    Box::pin(self.close(CloseCode::Normal, "idle timeout")).await;
-                    return Ending::Idle;
+                () = &mut timer => {
+                    let now = Instant::now();
+                    let in_hello = self.session.phase() == Phase::Hello;
+                    if in_hello && now >= hello_deadline {
+                        debug!(pid = %self.pid, "no client_hello before the handshake deadline");
+                        return Box::pin(self.fail(crate::events::protocol::ProtocolError::hello_expected()))
+                            .await
+                            .unwrap_or(Ending::Idle);
+                    }
+                    let idle_deadline = last_frame + limits.idle_timeout;
+                    if now >= idle_deadline {
+                        Metrics::bump(&self.context.metrics.idle_timeouts);
+                        Box::pin(self.close(CloseCode::Normal, "idle timeout")).await;
+                        return Ending::Idle;
+                    }
+                    // Fired early: a frame came since it was set.
+                    let next = if in_hello { hello_deadline.min(idle_deadline) } else { idle_deadline };
+                    timer.as_mut().reset(next);
                 }
             }
         }
@@ -422,10 +451,15 @@ impl Connection {
     }
 
     /// Writes `first` and whatever else is already queued, then flushes once.
+    /// A client that stops reading blocks the write; its queue can fill
+    /// meanwhile, and `overflow` ends the write as soon as it does rather
+    /// than after the write timeout (the queue's bound, not the clock,
+    /// decides when a slow client goes).
     async fn write_events(
         &mut self,
         first: Utf8Bytes,
         mailbox: &mut Mailbox,
+        overflow: Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), Ending> {
         let limits = self.context.limits;
         let metrics = self.context.metrics.clone();
@@ -447,18 +481,29 @@ impl Connection {
             io.flush().await?;
             Ok::<u64, tungstenite::Error>(payloads.len() as u64)
         };
-        match timeout(limits.write_timeout, batch).await {
-            Ok(Ok(written)) => {
+        let outcome = tokio::select! {
+            biased;
+            written = timeout(limits.write_timeout, batch) => Some(written),
+            () = overflow => None,
+        };
+        match outcome {
+            Some(Ok(Ok(written))) => {
                 Metrics::add(&metrics.frames_out, written);
                 Ok(())
             }
-            Ok(Err(error)) => Err(Ending::ClientVanished(error.to_string())),
-            Err(_) => Err(Box::pin(self.drop_slow_consumer()).await),
+            Some(Ok(Err(error))) => Err(Ending::ClientVanished(error.to_string())),
+            Some(Err(_)) | None => Err(Box::pin(self.drop_slow_consumer()).await),
         }
     }
 
     async fn drop_slow_consumer(&mut self) -> Ending {
         Metrics::bump(&self.context.metrics.slow_clients_dropped);
+        // Leave every chat before the close handshake: a client that does
+        // not read holds the close frame's write and the linger for up to
+        // two seconds, during which its members would not hear `left` and
+        // its full queue would keep being offered events. (Ending the
+        // session does this again, which finds nothing left to do.)
+        Box::pin(self.context.directory.session_ended(&self.pid)).await;
         self.close(
             CloseCode::from(CLOSE_SLOW_CONSUMER),
             "slow consumer: outbound queue full",

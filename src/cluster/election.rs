@@ -1011,6 +1011,35 @@ mod tests {
         nodes.iter().map(|n| Arc::from(*n)).collect()
     }
 
+    /// `b@h`, one of three candidates, started, and `a@h`'s pid and the
+    /// elid of the election `a@h` runs.
+    fn b_with_a_electing() -> (Election, Pid, Elid) {
+        let mut b = Election::new(
+            Arc::from("b@h"),
+            pid("b@h", 1),
+            names(&["a@h", "b@h", "c@h"]),
+            1,
+        );
+        b.start();
+        let elid = Elid {
+            pos: 1,
+            incarnation: 1,
+            round: 0,
+        };
+        (b, pid("a@h", 1), elid)
+    }
+
+    /// The `ldr` with which `leader` makes a waiting candidate its follower.
+    fn ldr_from(leader: Pid, elid: Elid) -> Message {
+        Message::Ldr {
+            synch: eetf::Term::from(eetf::List::nil()),
+            elid,
+            workers: Vec::new(),
+            candidates: names(&["a@h", "b@h", "c@h"]),
+            from: leader,
+        }
+    }
+
     /// `a@h` alone of three candidates: it leads with `b@h` and `c@h` down.
     fn leader_with_two_down() -> Election {
         let mut e = Election::new(
@@ -1046,19 +1075,7 @@ mod tests {
         assert_eq!(told, ["b@h", "c@h"], "{out:?}");
 
         // A follower told the same starts its own election and tells nobody.
-        let mut f = Election::new(
-            Arc::from("b@h"),
-            pid("b@h", 1),
-            names(&["a@h", "b@h", "c@h"]),
-            1,
-        );
-        f.start();
-        let leader = pid("a@h", 1);
-        let elid = Elid {
-            pos: 1,
-            incarnation: 1,
-            round: 0,
-        };
+        let (mut f, leader, elid) = b_with_a_electing();
         f.handle(
             Input::Message(Message::Halt {
                 elid,
@@ -1066,16 +1083,7 @@ mod tests {
             }),
             |_| true,
         );
-        f.handle(
-            Input::Message(Message::Ldr {
-                synch: eetf::Term::from(eetf::List::nil()),
-                elid,
-                workers: Vec::new(),
-                candidates: names(&["a@h", "b@h", "c@h"]),
-                from: leader,
-            }),
-            |_| true,
-        );
+        f.handle(Input::Message(ldr_from(leader, elid)), |_| true);
         assert!(!f.in_election() && !f.is_leader(), "{:?}", f.status());
         let out = f.handle(Input::Message(Message::Election), |_| true);
         assert!(f.in_election());
@@ -1139,19 +1147,7 @@ mod tests {
         }
 
         // A follower takes broadcasts from its leader only.
-        let mut f = Election::new(
-            Arc::from("b@h"),
-            pid("b@h", 1),
-            names(&["a@h", "b@h", "c@h"]),
-            1,
-        );
-        f.start();
-        let leader = pid("a@h", 1);
-        let elid = Elid {
-            pos: 1,
-            incarnation: 1,
-            round: 0,
-        };
+        let (mut f, leader, elid) = b_with_a_electing();
         f.handle(
             Input::Message(Message::HasLeader {
                 leader: leader.clone(),
@@ -1161,16 +1157,7 @@ mod tests {
             |_| true,
         );
         f.handle(Input::Down(Arc::from("c@h")), |_| false);
-        f.handle(
-            Input::Message(Message::Ldr {
-                synch: eetf::Term::from(eetf::List::nil()),
-                elid,
-                workers: Vec::new(),
-                candidates: names(&["a@h", "b@h", "c@h"]),
-                from: leader.clone(),
-            }),
-            |_| true,
-        );
+        f.handle(Input::Message(ldr_from(leader.clone(), elid)), |_| true);
         assert!(!f.in_election(), "{:?}", f.status());
         assert_eq!(f.leader(), Some(&leader));
         let down_before = f.down().to_vec();

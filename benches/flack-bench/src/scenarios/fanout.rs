@@ -14,6 +14,7 @@
 //! lowering the offered rate (no coordinated omission). In flood mode it is
 //! the actual send time.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -117,6 +118,11 @@ pub struct RoomResults {
     pub still_arriving_at_drain_end: bool,
     /// How late senders were against their schedule (fanout mode only).
     pub sender_lag: Option<LatencySummary>,
+    /// Per message of the window, where its deliveries fell (fanout mode
+    /// only): what the first and the last member saw, and the spread
+    /// between them, which is the time one message takes to reach the
+    /// whole room.
+    pub per_message: Option<PerMessage>,
     /// Connections closed by the server or failed after setup.
     pub dropped: u64,
     /// The first few reasons.
@@ -131,6 +137,32 @@ pub struct RoomResults {
     pub sequence: SequenceReport,
     /// Server RSS (all --server-pid together).
     pub server_rss: ServerRss,
+}
+
+/// Per-message delivery figures (fanout mode): each histogram holds one
+/// value per message sent in the measured window.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PerMessage {
+    /// Messages tracked.
+    pub messages: u64,
+    /// Latency of the message's first delivery.
+    pub first_member: LatencySummary,
+    /// Latency of the message's last delivery.
+    pub last_member: LatencySummary,
+    /// From the first delivery to the last.
+    pub first_to_last: LatencySummary,
+}
+
+/// Most messages whose delivery times one group keeps (fanout mode; the
+/// measured window of a steady run holds far fewer).
+const MAX_TRACKED_MESSAGES: usize = 100_000;
+
+/// Where one message's deliveries fell at one group's members.
+#[derive(Debug, Clone, Copy)]
+struct Arrivals {
+    scheduled_ns: u64,
+    first_ns: u64,
+    last_ns: u64,
 }
 
 /// Observations of the server's per-chat sequence numbers.
@@ -198,6 +230,8 @@ impl Shared {
 #[derive(Default)]
 struct Group {
     latency: Mutex<Latency>,
+    /// Per (sender, counter) of the window (fanout mode only).
+    arrivals: Mutex<HashMap<(u32, u64), Arrivals>>,
     lag: Mutex<Latency>,
     delivered: AtomicU64,
     delivered_in_window: AtomicU64,
@@ -278,6 +312,29 @@ impl Receiver<'_> {
                     && let Ok(mut h) = self.grp.latency.lock()
                 {
                     h.record_us(now.saturating_sub(p.nanos) / 1000);
+                }
+                if matches!(self.sh.cfg.mode, Mode::Rate(_))
+                    && self.plan.in_window(p.nanos)
+                    && let Ok(mut arrivals) = self.grp.arrivals.lock()
+                {
+                    let tracked = arrivals.len();
+                    match arrivals.get_mut(&(p.sender, p.counter)) {
+                        Some(a) => {
+                            a.first_ns = a.first_ns.min(now);
+                            a.last_ns = a.last_ns.max(now);
+                        }
+                        None if tracked < MAX_TRACKED_MESSAGES => {
+                            arrivals.insert(
+                                (p.sender, p.counter),
+                                Arrivals {
+                                    scheduled_ns: p.nanos,
+                                    first_ns: now,
+                                    last_ns: now,
+                                },
+                            );
+                        }
+                        None => {}
+                    }
                 }
                 self.grp.delivered.fetch_add(1, Ordering::Relaxed);
                 if self.plan.in_window(now) {
@@ -787,9 +844,21 @@ pub async fn run_rooms(
     let mut latency = Latency::new();
     let mut lag = Latency::new();
     let mut in_window = 0;
+    let mut arrivals: HashMap<(u32, u64), Arrivals> = HashMap::new();
     for g in &groups {
         if let Ok(h) = g.latency.lock() {
             latency.merge(&h);
+        }
+        if let Ok(group_arrivals) = g.arrivals.lock() {
+            for (key, a) in group_arrivals.iter() {
+                arrivals
+                    .entry(*key)
+                    .and_modify(|all| {
+                        all.first_ns = all.first_ns.min(a.first_ns);
+                        all.last_ns = all.last_ns.max(a.last_ns);
+                    })
+                    .or_insert(*a);
+            }
         }
         if let Ok(h) = g.lag.lock() {
             lag.merge(&h);
@@ -895,6 +964,7 @@ pub async fn run_rooms(
         drain_secs: round3(drain_secs),
         still_arriving_at_drain_end: still_arriving,
         sender_lag: matches!(cfg.mode, Mode::Rate(_)).then(|| lag.summary()),
+        per_message: matches!(cfg.mode, Mode::Rate(_)).then(|| per_message(&arrivals)),
         dropped,
         first_drop_reasons,
         send_errors,
@@ -913,6 +983,22 @@ pub async fn run_rooms(
     report.client_cpu = cpu;
     report.timeline = timeline;
     Ok(report)
+}
+
+/// Summarises where each message's deliveries fell.
+fn per_message(arrivals: &HashMap<(u32, u64), Arrivals>) -> PerMessage {
+    let (mut first, mut last, mut spread) = (Latency::new(), Latency::new(), Latency::new());
+    for a in arrivals.values() {
+        first.record_us(a.first_ns.saturating_sub(a.scheduled_ns) / 1000);
+        last.record_us(a.last_ns.saturating_sub(a.scheduled_ns) / 1000);
+        spread.record_us(a.last_ns.saturating_sub(a.first_ns) / 1000);
+    }
+    PerMessage {
+        messages: arrivals.len() as u64,
+        first_member: first.summary(),
+        last_member: last.summary(),
+        first_to_last: spread.summary(),
+    }
 }
 
 /// Runs the fanout scenario.

@@ -1161,7 +1161,12 @@ impl GlobalServer {
         };
         if let Some(kind) = as_atom(request) {
             match kind {
-                "get_known" => reply(out, self.known_list()),
+                // OTP answers `mk_known_list(0, S)`: plain node names, not
+                // the `{Node, Vsn}` pairs of the node-up exchange.
+                "get_known" => {
+                    let known: Vec<Arc<str>> = self.known.keys().cloned().collect();
+                    reply(out, wire::node_list(&known))
+                }
                 "get_synced" => reply(out, wire::node_list(&self.synced)),
                 "get_protocol_version" => reply(out, int(wire::PROTOCOL_VERSION)),
                 "get_names_ext" => reply(out, list(vec![])),

@@ -565,3 +565,12 @@ fn remembered_reports_are_bounded() {
     }
     assert!(s.lost_connections.len() <= LOST_CONNECTIONS_MAX);
 }
+
+#[test]
+fn get_known_answers_node_names_as_otp_does() {
+    // global_SUITE's get_known/1 compares the answer with node names.
+    let mut s = GlobalServer::new(n("a@h"));
+    s.add_to_known(&[(n("b@h"), 8)]);
+    let out = call(&mut s, &pid("a@h", 1), atom("get_known"));
+    assert_eq!(replied(&out), Some(list(vec![atom("b@h")])));
+}
