@@ -512,7 +512,16 @@ async fn our_epmd_serves_erl_and_the_digest_bit_is_26() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_stays_intact_between_erlang_nodes() {
     require_erl!();
-    let (epmd, node, mut ctl, a) = rust_and_erl("glob", "c_glob").await;
+    // With prevent_overlapping_partitions off on the Rust node: on (the
+    // default), it drops both sides of the cut as an Erlang node in its
+    // place does (tests/global_partitions.rs).
+    let epmd = TestEpmd::start().await;
+    let mut config = rust_config(&unique("rglob"), "c_glob", epmd.port);
+    config.prevent_overlapping_partitions = false;
+    let node = Node::start(config).await.expect("node starts");
+    let mut ctl = Ctl::new(&node);
+    let a = Erl::start(&unique("eglob"), "c_glob", epmd.port, node.name(), &[]);
+    ctl.agent_up(&a.name).await;
     let b = Erl::start(&unique("eglob"), "c_glob", epmd.port, node.name(), &[]);
     ctl.agent_up(&b.name).await;
     assert_eq!(

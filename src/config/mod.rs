@@ -125,6 +125,10 @@ pub struct Settings {
     /// `{kernel, [{net_ticktime, N}]}` or `-kernel net_ticktime N`; 60 s as
     /// in Erlang when not set.
     pub net_ticktime: Duration,
+    /// `{kernel, [{prevent_overlapping_partitions, Bool}]}` or `-kernel
+    /// prevent_overlapping_partitions Bool`: whether `global` cuts
+    /// overlapping partitions; `true` when not set, as in OTP 25.
+    pub prevent_overlapping_partitions: bool,
     /// `{gproc, [{gproc_dist, ...}]}` or `-gproc gproc_dist ...`: who may
     /// lead the global registry; [`GprocDist::Off`] when not set.
     pub gproc_dist: GprocDist,
@@ -381,6 +385,7 @@ impl Settings {
             net_ticktime: Duration::from_secs(u64::from(
                 known.net_ticktime.unwrap_or(DEFAULT_NET_TICKTIME_SECS),
             )),
+            prevent_overlapping_partitions: known.prevent_overlapping_partitions.unwrap_or(true),
             gproc_dist: known.gproc_dist.unwrap_or_default(),
             gproc_dist_workers: known.gproc_dist_workers.unwrap_or_default(),
             sys_config: files.sys_config,
@@ -398,8 +403,9 @@ impl Settings {
     /// Puts what these settings say about the distribution port and EPMD
     /// into a node's configuration: the listener's address and port range,
     /// TLS and its options, the EPMD port and the addresses of an EPMD the
-    /// node starts.
+    /// node starts; and `global`'s `prevent_overlapping_partitions`.
     pub fn apply_dist(&self, config: &mut crate::node::NodeConfig) {
+        config.prevent_overlapping_partitions = self.prevent_overlapping_partitions;
         if let Some(ip) = self.dist_interface {
             config.listen_ip = ip;
         }
@@ -510,6 +516,38 @@ mod tests {
         assert_eq!(settings.cookie, None);
         assert_eq!(settings.net_ticktime, Duration::from_secs(60));
         assert_eq!(settings.gproc_dist, GprocDist::Off);
+    }
+
+    #[test]
+    fn prevent_overlapping_partitions_is_read_like_otp() {
+        let default = resolve("foreground", None, None).expect("valid");
+        assert!(default.prevent_overlapping_partitions, "OTP 25's default");
+        let sys = "[{kernel, [{prevent_overlapping_partitions, false}]}].";
+        let from_sys = resolve("foreground", Some(sys), None).expect("valid");
+        assert!(!from_sys.prevent_overlapping_partitions);
+        let vm = "-kernel prevent_overlapping_partitions true\n";
+        let from_vm = resolve("foreground", Some(sys), Some(vm)).expect("valid");
+        assert!(from_vm.prevent_overlapping_partitions, "vm.args wins");
+        let from_args = resolve(
+            "foreground -kernel prevent_overlapping_partitions false",
+            None,
+            Some(vm),
+        )
+        .expect("valid");
+        assert!(!from_args.prevent_overlapping_partitions);
+        let mut node = crate::node::NodeConfig::local();
+        from_args.apply_dist(&mut node);
+        assert!(!node.prevent_overlapping_partitions);
+        let bad = resolve(
+            "foreground -kernel prevent_overlapping_partitions yes",
+            None,
+            None,
+        );
+        assert!(
+            bad.as_ref()
+                .is_err_and(|e| e.to_string().contains("not a boolean")),
+            "{bad:?}"
+        );
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //!   {allowed_origins, ["https://chat.example.com"] | '*'}]}`: the limits of
 //!   the websocket and HTTP port (the `--flags` of the same names win);
 //! - `{kernel, [{net_ticktime, N}]}`: seconds of the distribution tick;
+//! - `{kernel, [{prevent_overlapping_partitions, true | false}]}`: whether
+//!   this node's `global` cuts overlapping partitions (OTP 25's default,
+//!   `true`, when unset);
 //! - `{kernel, [{inet_dist_use_interface, {127,0,0,1}}]}`: the address the
 //!   distribution listener binds (an IPv4 4-tuple or IPv6 8-tuple);
 //! - `{kernel, [{inet_dist_listen_min, N}, {inet_dist_listen_max, M}]}`:
@@ -82,6 +85,8 @@ pub struct KnownEnv {
     pub allowed_origins: Option<Vec<String>>,
     /// `{kernel, [{net_ticktime, Seconds}]}`.
     pub net_ticktime: Option<u32>,
+    /// `{kernel, [{prevent_overlapping_partitions, Bool}]}`.
+    pub prevent_overlapping_partitions: Option<bool>,
     /// `{gproc, [{gproc_dist, ...}]}`.
     pub gproc_dist: Option<GprocDist>,
     /// `{gproc, [{gproc_dist_workers, [Node]}]}`.
@@ -121,6 +126,9 @@ impl KnownEnv {
         );
         if other.net_ticktime.is_some() {
             self.net_ticktime = other.net_ticktime;
+        }
+        if other.prevent_overlapping_partitions.is_some() {
+            self.prevent_overlapping_partitions = other.prevent_overlapping_partitions;
         }
         if other.gproc_dist.is_some() {
             self.gproc_dist.clone_from(&other.gproc_dist);
@@ -162,6 +170,7 @@ impl KnownEnv {
                 | ("flack", "handshake_timeout_secs")
                 | ("flack", "allowed_origins")
                 | ("kernel", "net_ticktime")
+                | ("kernel", "prevent_overlapping_partitions")
                 | ("gproc", "gproc_dist")
                 | ("gproc", "gproc_dist_workers")
                 | ("kernel", "inet_dist_use_interface")
@@ -222,6 +231,16 @@ impl KnownEnv {
                         )
                     })?;
                 self.net_ticktime = Some(seconds);
+            }
+            ("kernel", "prevent_overlapping_partitions") => {
+                // OTP's global refuses to start on anything but a boolean
+                // ({invalid_parameter_value, ...}); so does this node.
+                let on = match value.as_atom() {
+                    Some("true") => true,
+                    Some("false") => false,
+                    _ => return Err(found(spans, "not a boolean (true or false)", value)),
+                };
+                self.prevent_overlapping_partitions = Some(on);
             }
             ("gproc", "gproc_dist") => {
                 let dist = gproc_dist(value, spans, &mut warnings)?;

@@ -96,6 +96,10 @@ pub struct NodeConfig {
     pub start_epmd: EpmdStart,
     /// How often the mesh keeper asks peers for their nodes.
     pub mesh_interval: Duration,
+    /// `-kernel prevent_overlapping_partitions`: whether `global` tells its
+    /// peers of a lost connection and acts on their reports, as an Erlang
+    /// node does (`true`, OTP 25's default).
+    pub prevent_overlapping_partitions: bool,
     /// `-proto_dist inet_tls` with its `-ssl_dist_optfile` options: the
     /// distribution runs over TLS; plain TCP when `None`.
     pub tls: Option<dist::tls::TlsDistOptions>,
@@ -124,6 +128,7 @@ impl NodeConfig {
                 .map(EpmdStart::Command)
                 .unwrap_or(EpmdStart::Never),
             mesh_interval: Duration::from_secs(10),
+            prevent_overlapping_partitions: true,
             tls: None,
         }
     }

@@ -17,9 +17,11 @@
 //! node's own code uses to register, look up and unregister global names
 //! and to take global locks.
 //!
-//! What this node does differently from an Erlang node: it runs with
-//! `prevent_overlapping_partitions` off (see [`server`]), it has no global
-//! groups, and the clash resolvers it can run are global's own three.
+//! `prevent_overlapping_partitions` comes from the node's kernel
+//! configuration ([`crate::node::NodeConfig`]), on by default as in OTP 25
+//! (see [`server`]). What this node does differently from an Erlang node:
+//! it has no global groups, and the clash resolvers it can run are global's
+//! own three.
 
 pub mod calls;
 pub mod locker;
@@ -73,7 +75,12 @@ enum Internal {
 /// Starts `global_name_server` under the node's supervisor.
 pub fn start(node: &Node) {
     let shared = Arc::new(Shared {
-        state: Arc::new(Mutex::new(GlobalServer::new(Arc::from(node.name())))),
+        state: Arc::new(Mutex::new(
+            GlobalServer::new(Arc::from(node.name())).with_partitions(
+                node.core().config.prevent_overlapping_partitions,
+                x_creation(node.core().creation),
+            ),
+        )),
         registrar: tokio::sync::Mutex::new(()),
     });
     if node.core().global.set(shared.clone()).is_err() {
@@ -89,6 +96,15 @@ pub fn start(node: &Node) {
     if let Err(error) = supervise(node, spec, GlobalService { shared }) {
         tracing::warn!(%error, "{GNS} not started");
     }
+}
+
+/// global's `XCreation` for this node: a random `creation_extension` with
+/// its low 32 bits clear, plus the node's creation, plus 2^59, so that each
+/// incarnation of a node reports lost connections under its own number.
+fn x_creation(creation: u32) -> i64 {
+    let extension = (rand::random::<u64>() % ((1 << 60) - 1)) & !0xFFFF_FFFF;
+    // Below 2^60 + 2^59 + 2^32: an i64.
+    (extension as i64) + i64::from(creation) + (1 << 59)
 }
 
 struct GlobalService {
@@ -158,6 +174,12 @@ async fn serve(shared: Arc<Shared>, node: Node, me: Pid, mut mailbox: Mailbox) {
     }
     loop {
         tokio::select! {
+            // Node events first: on an Erlang node the `nodedown` of a
+            // connection this node drops is in global's mailbox before any
+            // later message from a peer, and prevent_overlapping_partitions
+            // depends on that order (a peer's `remove_connection` handled
+            // before our own nodedown would leave our loss unreported).
+            biased;
             _ = stop.cancelled() => return,
             e = events.recv() => match e {
                 Ok(NodeEvent::Up(peer)) => {
@@ -271,7 +293,8 @@ impl Io {
             }
             _ => {
                 let alive = move |p: &Pid| node.is_alive(p);
-                self.step(|s, out| s.info(msg, &alive, out));
+                let now = std::time::Instant::now();
+                self.step(|s, out| s.info(msg, &alive, now, out));
             }
         }
     }

@@ -13,14 +13,25 @@
 //! entry becomes one monitor per holding pid, which fires the same
 //! clean-up (a pid that ends loses all its names and locks).
 //!
-//! What this node does not do: it runs with `prevent_overlapping_partitions`
-//! off (it never multicasts `lost_connection` and ignores those it gets,
-//! but obeys `remove_connection` as every OTP node does); there are no
-//! global groups; names registered with `register_name_external` are kept
-//! as ordinary names.
+//! `prevent_overlapping_partitions` (the kernel parameter, on by default
+//! as in OTP 25) works as in global.erl: when a connection is lost, the
+//! node multicasts `{lost_connection, Me, XCreation, OpId, Lost}` to the
+//! nodes it knows; on such a report from a peer it passes it on once
+//! (reports are told apart by node pair, the sender's creation and a
+//! monotonic id, and forgotten after an hour), asks the lost node to drop
+//! the connection to it (`{remove_connection, Me}`) and forgets it. With
+//! the parameter off it does neither and ignores reports, but obeys
+//! `remove_connection` as every OTP node does. Time comes in as an
+//! argument ([`GlobalServer::info`]'s `now`), so the machine stays pure.
+//!
+//! What this node does not do: there are no global groups (every node is a
+//! participant and none a group member, as on an OTP node without
+//! `global_groups`), `connect_all` is always on, and names registered with
+//! `register_name_external` are kept as ordinary names.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use eetf::Term;
 
@@ -181,10 +192,43 @@ pub enum NodeDown {
     IgnoreNode,
 }
 
+/// How long a `lost_connection` report is remembered (global's timer on
+/// each `global_lost_connections` entry: one hour).
+pub const LOST_CONNECTION_MEMORY: Duration = Duration::from_secs(60 * 60);
+
+/// Most `lost_connection` reports remembered at once. global keeps one per
+/// node pair with no bound; a peer inventing node names must not grow this
+/// node's memory, so past this many the oldest is forgotten (which only
+/// means a repeat of it would be passed on and acted on once more).
+pub const LOST_CONNECTIONS_MAX: usize = 4096;
+
+/// The last `lost_connection` report seen for a pair of nodes (global's
+/// `global_lost_connections` entry).
+#[derive(Debug, Clone)]
+struct LostConnection {
+    /// The reporter's `XCreation` (which incarnation of it sent it).
+    x_creation: Term,
+    /// The reporter's monotonic operation id.
+    op_id: i64,
+    /// When it was seen, to forget it after [`LOST_CONNECTION_MEMORY`].
+    seen: Instant,
+}
+
 /// The state of global_name_server.
 #[derive(Debug)]
 pub struct GlobalServer {
     me: Arc<str>,
+    /// The kernel parameter `prevent_overlapping_partitions`.
+    prevent_overlapping_partitions: bool,
+    /// This incarnation's `XCreation` (global's `creation_extension` plus
+    /// the node's creation plus 2^59): tells receivers of our reports that
+    /// a restarted node's operation ids start afresh.
+    x_creation: i64,
+    /// The last operation id used in a report of ours
+    /// (`erlang:unique_integer([monotonic])`).
+    last_op_id: i64,
+    /// `global_lost_connections`, by `{NodeA, NodeB}`.
+    lost_connections: HashMap<(Arc<str>, Arc<str>), LostConnection>,
     locker: Option<Pid>,
     names: HashMap<Term, NameEntry>,
     pid_names: HashMap<Pid, HashSet<Term>>,
@@ -211,6 +255,10 @@ impl GlobalServer {
     pub fn new(me: Arc<str>) -> Self {
         Self {
             me,
+            prevent_overlapping_partitions: true,
+            x_creation: 1 << 59,
+            last_op_id: 0,
+            lost_connections: HashMap::new(),
             locker: None,
             names: HashMap::new(),
             pid_names: HashMap::new(),
@@ -227,6 +275,19 @@ impl GlobalServer {
             next_tag: 1,
             touched: Vec::new(),
         }
+    }
+
+    /// Sets `prevent_overlapping_partitions` and this incarnation's
+    /// `XCreation` (a number no earlier incarnation of the node used), as
+    /// global's `init/1` reads and makes them.
+    pub fn with_partitions(
+        mut self,
+        prevent_overlapping_partitions: bool,
+        x_creation: i64,
+    ) -> Self {
+        self.prevent_overlapping_partitions = prevent_overlapping_partitions;
+        self.x_creation = x_creation;
+        self
     }
 
     /// This node's name.
@@ -444,10 +505,11 @@ impl GlobalServer {
                 self.removing.remove(node);
             }
             NodeDown::Disconnected => {
-                // With prevent_overlapping_partitions, an Erlang node would
-                // multicast lost_connection here (inform_connection_loss);
-                // this node runs without it.
-                self.removing.remove(node);
+                // A node we asked to go (or that asked us) is not a loss to
+                // report; any other is.
+                if !self.removing.remove(node) {
+                    self.inform_connection_loss(node, out);
+                }
             }
         }
         self.pending.remove(node);
@@ -455,6 +517,116 @@ impl GlobalServer {
         if let Some(i) = self.synced.iter().position(|n| n == node) {
             self.synced.remove(i);
         }
+    }
+
+    /// `inform_connection_loss/2`: with `prevent_overlapping_partitions`,
+    /// tell every node we know (synced or pending) but `node` that we lost
+    /// it.
+    fn inform_connection_loss(&mut self, node: &Arc<str>, out: &mut Vec<Action>) {
+        if !self.prevent_overlapping_partitions {
+            return;
+        }
+        self.last_op_id += 1;
+        let msg = tuple(vec![
+            atom("lost_connection"),
+            atom(&self.me),
+            int(self.x_creation),
+            int(self.last_op_id),
+            atom(node),
+        ]);
+        self.volatile_multicast(&msg, node, out);
+    }
+
+    /// `gns_volatile_multicast(Msg, IgnoreNode, 7, true, S)`: `msg` to
+    /// global_name_server on every known or pending node of protocol
+    /// version 7 or later but `ignore`, without connecting.
+    fn volatile_multicast(&self, msg: &Term, ignore: &str, out: &mut Vec<Action>) {
+        let to: BTreeSet<&Arc<str>> = self
+            .known
+            .iter()
+            .chain(self.pending.iter())
+            .filter(|(n, v)| ***n != *ignore && **v >= 7)
+            .map(|(n, _)| n)
+            .collect();
+        for node in to {
+            out.push(Action::Send {
+                node: node.clone(),
+                msg: msg.clone(),
+            });
+        }
+    }
+
+    /// `handle_info({lost_connection, NodeA, XCreationA, OpIdA, NodeB})`
+    /// with `prevent_overlapping_partitions` on: `node_a` lost `node_b`.
+    /// A report not seen before is passed on, and the one of the pair that
+    /// is not us is asked to drop its connection to us and forgotten.
+    fn lost_connection(&mut self, msg: &Term, now: Instant, out: &mut Vec<Action>) {
+        let Some([_, node_a, x_creation, op_id, node_b]) = as_tuple(msg) else {
+            return;
+        };
+        let (Some(node_a), Some(node_b), Some(op_id)) =
+            (as_atom(node_a), as_atom(node_b), as_int(op_id))
+        else {
+            return;
+        };
+        let (node_a, node_b): (Arc<str>, Arc<str>) = (Arc::from(node_a), Arc::from(node_b));
+        let key = (node_a.clone(), node_b.clone());
+        if let Some(seen) = self.lost_connections.get(&key)
+            && now.saturating_duration_since(seen.seen) < LOST_CONNECTION_MEMORY
+            && seen.x_creation == *x_creation
+            && op_id <= seen.op_id
+        {
+            return;
+        }
+        self.volatile_multicast(msg, &node_a, out);
+        self.remember_lost_connection(
+            key,
+            LostConnection {
+                x_creation: x_creation.clone(),
+                op_id,
+                seen: now,
+            },
+        );
+        let remove = if *self.me == *node_b { node_a } else { node_b };
+        if !(self.known.contains_key(&remove) || self.pending.contains_key(&remove)) {
+            return;
+        }
+        if self.node_vsn(&remove) < 7 {
+            // The service logs the disconnect.
+            out.push(Action::Disconnect(remove.clone()));
+        } else {
+            tracing::warn!(
+                "'global' at node {} requested disconnect from node {remove} in order to prevent overlapping partitions",
+                self.me
+            );
+            out.push(Action::Send {
+                node: remove.clone(),
+                msg: tuple(vec![atom("remove_connection"), atom(&self.me)]),
+            });
+        }
+        self.handle_nodedown(&remove, NodeDown::RemoveConnection, out);
+    }
+
+    /// Saves a report, forgetting those older than an hour (global's
+    /// timers) and, past [`LOST_CONNECTIONS_MAX`], the oldest.
+    fn remember_lost_connection(&mut self, key: (Arc<str>, Arc<str>), seen: LostConnection) {
+        if self.lost_connections.len() >= LOST_CONNECTIONS_MAX {
+            let now = seen.seen;
+            self.lost_connections
+                .retain(|_, l| now.saturating_duration_since(l.seen) < LOST_CONNECTION_MEMORY);
+            while self.lost_connections.len() >= LOST_CONNECTIONS_MAX {
+                let Some(oldest) = self
+                    .lost_connections
+                    .iter()
+                    .min_by_key(|(_, l)| l.seen)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                self.lost_connections.remove(&oldest);
+            }
+        }
+        self.lost_connections.insert(key, seen);
     }
 
     fn reset_node_state(&mut self, node: &Arc<str>) {
@@ -881,8 +1053,15 @@ impl GlobalServer {
     // ----- infos -------------------------------------------------------------
 
     /// A plain message to global_name_server (its `handle_info/2`), other
-    /// than node events and `'DOWN'`s.
-    pub fn info(&mut self, msg: &Term, alive: &dyn Fn(&Pid) -> bool, out: &mut Vec<Action>) {
+    /// than node events and `'DOWN'`s; `now` dates `lost_connection`
+    /// reports.
+    pub fn info(
+        &mut self,
+        msg: &Term,
+        alive: &dyn Fn(&Pid) -> bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let Some(items) = as_tuple(msg) else { return };
         let Some(kind) = items.first().and_then(as_atom) else {
             return;
@@ -943,8 +1122,11 @@ impl GlobalServer {
                     reply: atom("ok"),
                 });
             }
-            // lost_connection: ignored, as by a node with
-            // prevent_overlapping_partitions off.
+            ("lost_connection", [_, _, _, _]) if self.prevent_overlapping_partitions => {
+                self.lost_connection(msg, now, out);
+            }
+            // lost_connection with prevent_overlapping_partitions off:
+            // ignored, as global does.
             _ => {}
         }
     }

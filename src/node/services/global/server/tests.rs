@@ -4,6 +4,7 @@
 //! the name and lock tables' rules.
 
 use super::*;
+use std::time::Instant;
 
 fn pid(node: &str, id: u32) -> Pid {
     Pid::new(Arc::from(node), id, 0, 1)
@@ -55,7 +56,9 @@ fn deliver(
     for action in actions {
         match action {
             Action::Cast { node, msg } if node == *to.me() => to.cast(&msg, &mut out),
-            Action::Send { node, msg } if node == *to.me() => to.info(&msg, &|_| true, &mut out),
+            Action::Send { node, msg } if node == *to.me() => {
+                to.info(&msg, &|_| true, Instant::now(), &mut out)
+            }
             Action::Cast { .. } | Action::Send { .. } => {}
             other => side.push(other),
         }
@@ -241,7 +244,7 @@ fn a_wrong_ack_restarts_the_exchange() {
         int(999),
         int(5),
     ]);
-    a.info(&ack, &|_| true, &mut out);
+    a.info(&ack, &|_| true, Instant::now(), &mut out);
     assert!(out.iter().any(
         |x| matches!(x, Action::Send { msg, .. } if msg.to_string().contains("cancel_connect"))
     ));
@@ -369,37 +372,198 @@ fn sync_answers_at_once_or_when_the_nodes_are_synced_or_down() {
 
 #[test]
 fn a_remove_connection_from_a_known_node_disconnects_it() {
-    let mut s = GlobalServer::new(n("a@h"));
-    s.add_to_known(&[(n("b@h"), 8)]);
+    for prevent in [true, false] {
+        let mut s = GlobalServer::new(n("a@h")).with_partitions(prevent, 1 << 59);
+        s.add_to_known(&[(n("b@h"), 8), (n("c@h"), 8)]);
+        let mut out = Vec::new();
+        s.info(
+            &tuple(vec![atom("remove_connection"), atom("b@h")]),
+            &|_| true,
+            Instant::now(),
+            &mut out,
+        );
+        assert!(out.contains(&Action::Disconnect(n("b@h"))));
+        assert_eq!(s.known_nodes(), vec![n("c@h")]);
+        out.clear();
+        s.info(
+            &tuple(vec![atom("remove_connection"), atom("x@h")]),
+            &|_| true,
+            Instant::now(),
+            &mut out,
+        );
+        assert!(out.is_empty(), "an unknown node is left alone");
+        // The nodedown that follows is no loss to report.
+        s.nodedown(&n("b@h"), &mut out);
+        assert!(sends(&out).is_empty(), "{out:?}");
+    }
+}
+
+fn lost(a: &str, x_creation: i64, op_id: i64, b: &str) -> Term {
+    tuple(vec![
+        atom("lost_connection"),
+        atom(a),
+        int(x_creation),
+        int(op_id),
+        atom(b),
+    ])
+}
+
+/// The `(node, msg)` of every `Send` in `out`.
+fn sends(out: &[Action]) -> Vec<(Arc<str>, Term)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Send { node, msg } => Some((node.clone(), msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_lost_connection_is_reported_to_every_other_known_node() {
+    let x = (1 << 59) + (7 << 32) + 3;
+    let mut s = GlobalServer::new(n("a@h")).with_partitions(true, x);
+    s.add_to_known(&[(n("b@h"), 8), (n("c@h"), 8), (n("old@h"), 6)]);
+    s.pending.insert(n("p@h"), 8);
+    let mut out = Vec::new();
+    s.nodedown(&n("b@h"), &mut out);
+    let first = sends(&out);
+    let to: Vec<&str> = first.iter().map(|(n, _)| &**n).collect();
+    assert_eq!(to, vec!["c@h", "p@h"], "not b, not an old version");
+    let Some([tag, from, xc, op, lost_node]) = as_tuple(&first[0].1) else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        (as_atom(tag), as_atom(from), as_int(xc), as_atom(lost_node)),
+        (Some("lost_connection"), Some("a@h"), Some(x), Some("b@h"))
+    );
+    // A second loss gets a later operation id.
+    out.clear();
+    s.nodedown(&n("c@h"), &mut out);
+    let second = sends(&out);
+    let Some([_, _, _, op2, _]) = as_tuple(&second[0].1) else {
+        panic!("{out:?}")
+    };
+    assert!(as_int(op2) > as_int(op));
+    // Off: nothing is told.
+    let mut off = GlobalServer::new(n("a@h")).with_partitions(false, x);
+    off.add_to_known(&[(n("b@h"), 8), (n("c@h"), 8)]);
+    out.clear();
+    off.nodedown(&n("b@h"), &mut out);
+    assert!(sends(&out).is_empty());
+}
+
+#[test]
+fn a_report_is_passed_on_once_and_the_lost_node_asked_to_go() {
+    let now = Instant::now();
+    let mut s = GlobalServer::new(n("c@h")).with_partitions(true, 1 << 59);
+    s.add_to_known(&[(n("a@h"), 8), (n("b@h"), 8), (n("d@h"), 8)]);
+    let report = lost("a@h", 5, 10, "b@h");
+    let mut out = Vec::new();
+    s.info(&report, &|_| true, now, &mut out);
+    let sent = sends(&out);
+    assert!(
+        sent.contains(&(n("b@h"), report.clone())),
+        "passed on: {sent:?}"
+    );
+    assert!(sent.contains(&(n("d@h"), report.clone())));
+    assert!(!sent.iter().any(|(n, _)| &**n == "a@h"), "not back to a");
+    assert!(sent.contains(&(
+        n("b@h"),
+        tuple(vec![atom("remove_connection"), atom("c@h")])
+    )));
+    assert!(
+        !out.contains(&Action::Disconnect(n("b@h"))),
+        "b drops the connection, we do not"
+    );
+    assert_eq!(s.known_nodes(), vec![n("a@h"), n("d@h")]);
+    // b's nodedown is no new loss.
+    out.clear();
+    s.nodedown(&n("b@h"), &mut out);
+    assert!(sends(&out).is_empty(), "{out:?}");
+    // The same report, or an older one, is not acted on again.
+    for again in [report.clone(), lost("a@h", 5, 9, "b@h")] {
+        out.clear();
+        s.info(&again, &|_| true, now, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
+    // A later one, or one from a's next incarnation, is passed on.
+    for newer in [lost("a@h", 5, 11, "b@h"), lost("a@h", 6, 1, "b@h")] {
+        out.clear();
+        s.info(&newer, &|_| true, now, &mut out);
+        assert!(sends(&out).contains(&(n("d@h"), newer.clone())), "{out:?}");
+    }
+    // After an hour the report is forgotten.
+    out.clear();
+    let later = now + LOST_CONNECTION_MEMORY + Duration::from_secs(1);
+    s.info(&lost("a@h", 6, 1, "b@h"), &|_| true, later, &mut out);
+    assert!(!out.is_empty());
+}
+
+#[test]
+fn a_report_of_our_own_loss_asks_the_reporter_to_go() {
+    let mut s = GlobalServer::new(n("b@h")).with_partitions(true, 1 << 59);
+    s.add_to_known(&[(n("a@h"), 8), (n("c@h"), 8)]);
     let mut out = Vec::new();
     s.info(
-        &tuple(vec![atom("remove_connection"), atom("b@h")]),
+        &lost("a@h", 5, 1, "b@h"),
         &|_| true,
+        Instant::now(),
         &mut out,
     );
-    assert!(out.contains(&Action::Disconnect(n("b@h"))));
-    assert!(s.known_nodes().is_empty());
+    assert!(sends(&out).contains(&(
+        n("a@h"),
+        tuple(vec![atom("remove_connection"), atom("b@h")])
+    )));
+    assert_eq!(s.known_nodes(), vec![n("c@h")]);
+    // A report about nodes we do not know is only passed on.
     out.clear();
     s.info(
-        &tuple(vec![atom("remove_connection"), atom("x@h")]),
+        &lost("x@h", 5, 1, "y@h"),
         &|_| true,
+        Instant::now(),
         &mut out,
     );
-    assert!(out.is_empty(), "an unknown node is left alone");
-    // lost_connection is ignored: prevent_overlapping_partitions is off.
-    s.add_to_known(&[(n("c@h"), 8)]);
-    s.info(
-        &tuple(vec![
-            atom("lost_connection"),
-            atom("c@h"),
-            int(1),
-            int(1),
-            atom("a@h"),
-        ]),
+    assert_eq!(sends(&out).len(), 1, "to c only: {out:?}");
+    assert_eq!(s.known_nodes(), vec![n("c@h")]);
+}
+
+#[test]
+fn reports_are_ignored_with_the_option_off_and_bad_ones_always() {
+    let mut off = GlobalServer::new(n("c@h")).with_partitions(false, 1 << 59);
+    off.add_to_known(&[(n("a@h"), 8), (n("b@h"), 8)]);
+    let mut out = Vec::new();
+    off.info(
+        &lost("a@h", 5, 1, "b@h"),
         &|_| true,
+        Instant::now(),
         &mut out,
     );
     assert!(out.is_empty());
+    assert_eq!(off.known_nodes().len(), 2);
+    let mut on = GlobalServer::new(n("c@h")).with_partitions(true, 1 << 59);
+    on.add_to_known(&[(n("a@h"), 8), (n("b@h"), 8)]);
+    let bad = tuple(vec![
+        atom("lost_connection"),
+        atom("a@h"),
+        int(5),
+        atom("not_an_id"),
+        atom("b@h"),
+    ]);
+    on.info(&bad, &|_| true, Instant::now(), &mut out);
+    assert!(out.is_empty());
+    assert_eq!(on.known_nodes().len(), 2);
+}
+
+#[test]
+fn remembered_reports_are_bounded() {
+    let now = Instant::now();
+    let mut s = GlobalServer::new(n("c@h")).with_partitions(true, 1 << 59);
+    let mut out = Vec::new();
+    for i in 0..LOST_CONNECTIONS_MAX + 10 {
+        let a = format!("a{i}@h");
+        s.info(&lost(&a, 1, 1, "b@h"), &|_| true, now, &mut out);
+    }
+    assert!(s.lost_connections.len() <= LOST_CONNECTIONS_MAX);
 }
 
 #[test]
