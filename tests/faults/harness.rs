@@ -469,7 +469,11 @@ impl Cluster {
             within.as_millis()
         );
         let out = tokio::process::Command::new("erl")
+            // The cluster's tick: with the default of 60 s the probe ticks
+            // every 15 s, and a node of the cluster (4 s) would drop it
+            // during any call longer than that (`{badrpc,nodedown}`).
             .args(["-noshell", "-hidden", "-name", &probe, "-setcookie", COOKIE])
+            .args(["-kernel", "net_ticktime", &TICK.to_string()])
             .args(["-eval", &code])
             .env("ERL_EPMD_PORT", self.epmd.port.to_string())
             .stdin(Stdio::null())
