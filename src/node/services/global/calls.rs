@@ -41,6 +41,24 @@ pub struct Caller<'a> {
     pub state: &'a Mutex<GlobalServer>,
 }
 
+impl<'a> Caller<'a> {
+    /// A caller for `pid`, reading replies from its `mailbox`.
+    pub fn new(
+        node: &'a Node,
+        pid: &'a Pid,
+        mailbox: &'a mut Mailbox,
+        state: &'a Mutex<GlobalServer>,
+    ) -> Self {
+        Self {
+            node,
+            pid,
+            mailbox,
+            stash: Vec::new(),
+            state,
+        }
+    }
+}
+
 impl Caller<'_> {
     /// `gen_server:multi_call(Nodes, global_name_server, Request)`: the
     /// replies, and the nodes that did not answer (their server is not

@@ -190,13 +190,7 @@ impl Locker {
     /// Runs `f` with a [`Caller`] on the locker's process.
     async fn with_caller<T>(&mut self, f: impl AsyncFnOnce(&mut Caller<'_>) -> T) -> T {
         let state = self.state.clone();
-        let mut caller = Caller {
-            node: &self.node,
-            pid: &self.me,
-            mailbox: &mut self.mailbox,
-            stash: Vec::new(),
-            state: &state,
-        };
+        let mut caller = Caller::new(&self.node, &self.me, &mut self.mailbox, &state);
         let out = f(&mut caller).await;
         let stash = std::mem::take(&mut caller.stash);
         self.absorb(stash);

@@ -437,13 +437,8 @@ impl GlobalLock {
     /// `global:del_lock(Id, Nodes)`, then the holder ends.
     pub async fn release(mut self) {
         if let Some(mut mailbox) = self.mailbox.take() {
-            let mut caller = Caller {
-                node: &self.node,
-                pid: &self.holder,
-                mailbox: &mut mailbox,
-                stash: Vec::new(),
-                state: &self.shared.state,
-            };
+            let mut caller =
+                Caller::new(&self.node, &self.holder, &mut mailbox, &self.shared.state);
             caller.del_lock(&self.id, &self.nodes).await;
         }
         self.node.exit_process(&self.holder, atom("normal"));
@@ -492,13 +487,7 @@ impl Global {
     ) -> T {
         let _one_at_a_time = self.shared.registrar.lock().await;
         let (pid, mut mailbox) = self.node.spawn_mailbox(1024);
-        let mut caller = Caller {
-            node: &self.node,
-            pid: &pid,
-            mailbox: &mut mailbox,
-            stash: Vec::new(),
-            state: &self.shared.state,
-        };
+        let mut caller = Caller::new(&self.node, &pid, &mut mailbox, &self.shared.state);
         let id = tuple(vec![atom("global"), pid.clone().into()]);
         let nodes = caller.set_lock_known(&id).await;
         let out = f(&mut caller, &nodes).await;
@@ -565,13 +554,7 @@ impl Global {
         let id = tuple(vec![resource, requester]);
         let (holder, mut mailbox) = self.node.spawn_mailbox(1024);
         let set = {
-            let mut caller = Caller {
-                node: &self.node,
-                pid: &holder,
-                mailbox: &mut mailbox,
-                stash: Vec::new(),
-                state: &self.shared.state,
-            };
+            let mut caller = Caller::new(&self.node, &holder, &mut mailbox, &self.shared.state);
             caller.set_lock(&id, &nodes, retries).await
         };
         if !set {
@@ -595,13 +578,7 @@ impl Global {
         let mut nodes = vec![Arc::from(self.node.name())];
         nodes.extend(visible(&self.node));
         let request = tuple(vec![atom("sync"), wire::node_list(&nodes)]);
-        let mut caller = Caller {
-            node: &self.node,
-            pid: &pid,
-            mailbox: &mut mailbox,
-            stash: Vec::new(),
-            state: &self.shared.state,
-        };
+        let mut caller = Caller::new(&self.node, &pid, &mut mailbox, &self.shared.state);
         caller
             .multi_call(&[Arc::from(self.node.name())], &request)
             .await;
