@@ -90,7 +90,10 @@ struct CounterOwner(eetf::Pid);
 
 impl Ord for CounterOwner {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let key = |pid: &eetf::Pid| (pid.node.name.clone(), pid.id, pid.serial, pid.creation);
+        // Borrowed, not cloned: compared on every choice of a chat's counter.
+        fn key(pid: &eetf::Pid) -> (&str, u32, u32, u32) {
+            (pid.node.name.as_str(), pid.id, pid.serial, pid.creation)
+        }
         key(&self.0).cmp(&key(&other.0))
     }
 }
