@@ -173,13 +173,16 @@ pub async fn serve(socket: ChatSocket, peer: String, context: Arc<ChatContext>) 
         route,
         context: context.clone(),
         posting: None,
+        left_chats: false,
     };
     let ending = connection.run(mailbox).await;
 
     // Boxed, like the rarely taken branches of `run`: an idle session's
     // task is as large as the largest state its future may reach, and an
     // idle connection should cost what it holds, not what it might await.
-    Box::pin(context.directory.session_ended(&pid)).await;
+    if !connection.left_chats {
+        Box::pin(context.directory.session_ended(&pid)).await;
+    }
     context
         .node
         .exit_process(&pid, eetf::Term::from(eetf::Atom::from("normal")));
@@ -204,6 +207,10 @@ struct Connection {
     /// session keeps delivering its own mailbox, so a busy poster is never
     /// mistaken for a slow reader.
     posting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The session already left its chats (a slow consumer does before
+    /// its close), so ending it must not do it again: in a cluster that
+    /// would be a second `pid_is_DOWN` to the leader for nothing.
+    left_chats: bool,
 }
 
 impl Connection {
@@ -501,9 +508,9 @@ impl Connection {
         // Leave every chat before the close handshake: a client that does
         // not read holds the close frame's write and the linger for up to
         // two seconds, during which its members would not hear `left` and
-        // its full queue would keep being offered events. (Ending the
-        // session does this again, which finds nothing left to do.)
+        // its full queue would keep being offered events.
         Box::pin(self.context.directory.session_ended(&self.pid)).await;
+        self.left_chats = true;
         self.close(
             CloseCode::from(CLOSE_SLOW_CONSUMER),
             "slow consumer: outbound queue full",
